@@ -1,0 +1,327 @@
+"""The FastAPI app: KServe V2 routes, the friendly predict API and the docs (DESIGN.md, "HTTP API")."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ._errors import APIError, BadRequest, NotReady
+from ._middleware import RequestMiddleware, json_error
+from ._model import Model
+from ._predict import decode_image_instances, read_instances
+from ._repository import ModelRepository
+from ._settings import Settings
+from ._v2 import HEADER, encode_response, parse_request
+from .preprocess import ImagePreprocessor, check_batch
+
+log = logging.getLogger("onnxfn.runtime")
+_warned_open = False
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def create_app(
+    source: str | Path | None = None,
+    *,
+    settings: Settings | None = None,
+    repository: ModelRepository | None = None,
+) -> FastAPI:
+    """The onnxfn app for the models in ``source`` (a file, a directory or ``s3://…``).
+
+    Without ``source``, ``settings.model_dir`` (``ONNXFN_MODEL_DIR``) is used. Models load here, eagerly.
+    """
+    from onnxfn import __version__
+
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    if repository is None:
+        repository = ModelRepository.load(
+            source if source is not None else settings.model_dir,
+            threads=settings.threads,
+            max_image_pixels=settings.max_image_pixels,
+            default=settings.default_model,
+        )
+    global _warned_open
+    if not settings.api_key_hashes and not _warned_open:
+        _warned_open = True
+        log.warning(json.dumps({"event": "open_server", "message": "no ONNXFN_API_KEY_HASHES: every route is open"}))
+
+    app = FastAPI(
+        title="onnxfn",
+        version=__version__,
+        description="Keras models served with onnxruntime: KServe V2 (Open Inference Protocol) and a predict API.",
+    )
+    app.state.repository = repository
+    app.state.settings = settings
+    _install_error_handlers(app)
+    app.add_middleware(
+        RequestMiddleware, api_key_hashes=settings.api_key_hashes, max_body_bytes=settings.max_body_bytes
+    )
+    max_batch = settings.max_batch
+
+    async def run(request: Request, fn: Any, *args: Any) -> Any:
+        """Run blocking work (decode, inference) in a worker thread, within the request timeout."""
+        try:
+            with anyio.fail_after(settings.request_timeout):
+                return await anyio.to_thread.run_sync(fn, *args)
+        except TimeoutError:
+            raise NotReady(
+                f"inference took longer than {settings.request_timeout:g} s (ONNXFN_REQUEST_TIMEOUT): "
+                "send smaller batches",
+                headers={"retry-after": "1"},
+            ) from None
+
+    # -- health and metadata -------------------------------------------------------------------
+    @app.get("/v2/health/live", tags=["health"], summary="Liveness")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @app.get("/v2/health/ready", tags=["health"], summary="Readiness: at least one model is loaded")
+    async def ready() -> Response:
+        ok = len(repository) > 0
+        return json_response({"ready": ok}, status=200 if ok else 503)
+
+    @app.get("/v2", tags=["metadata"], summary="Server metadata")
+    async def server_metadata() -> Response:
+        return json_response({"name": "onnxfn", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    @app.get("/v1/models", tags=["metadata"], summary="The models this server has")
+    async def list_models() -> Response:
+        return json_response(
+            {
+                "default": repository.default,
+                "models": [
+                    {"name": m.name, "version": m.version, "task": m.task, "labels": m.labels}
+                    for m in repository.models.values()
+                ],
+            }
+        )
+
+    @app.get("/v2/models/{name}", tags=["metadata"], summary="Model metadata")
+    @app.get("/v2/models/{name}/versions/{version}", tags=["metadata"], summary="Model metadata (one version)")
+    async def model_metadata(name: str, version: str | None = None) -> Response:
+        return json_response(repository.get(name, version).describe())
+
+    @app.get("/v2/models/{name}/ready", tags=["health"], summary="Model readiness")
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["health"], summary="Model readiness (one version)")
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        model = repository.get(name, version)
+        return json_response({"name": model.name, "ready": True})
+
+    # -- inference -----------------------------------------------------------------------------
+    infer_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+
+    @app.post("/v2/models/{name}/infer", tags=["inference"], summary="KServe V2 inference", openapi_extra=infer_doc)
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        tags=["inference"],
+        summary="KServe V2 inference (one version)",
+        openapi_extra=infer_doc,
+    )
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        model = repository.get(name, version)
+        request.state.model = model.name
+        body = await request.body()
+        timings = request.state.timings
+        t0 = time.perf_counter()
+        parsed = parse_request(body, request.headers.get(HEADER), model, max_batch)
+        timings["decode"] = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        results = await run(request, model.run, parsed.inputs, parsed.outputs)
+        timings["inference"] = (time.perf_counter() - t0) * 1000
+        content, headers = encode_response(model, results, parsed)
+        media = headers.pop("content-type")
+        return Response(content, media_type=media, headers=headers)
+
+    predict_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    }
+                },
+            },
+        }
+    }
+
+    async def predict(request: Request, name: str | None) -> Response:
+        model = repository.get(name)
+        request.state.model = model.name
+        timings = request.state.timings
+        t0 = time.perf_counter()
+        instances, top_k = await read_instances(request, max_batch)
+        check_batch(len(instances), max_batch)
+        query_k = request.query_params.get("top_k")
+        if query_k is not None:
+            if not query_k.isdigit() or int(query_k) < 1:
+                raise BadRequest("top_k must be a positive integer")
+            top_k = int(query_k)
+        if isinstance(model.preprocessor, ImagePreprocessor):
+            instances = decode_image_instances(instances)
+        timings["decode"] = (time.perf_counter() - t0) * 1000
+        batch = await run(request, _prepare, model, instances, timings)
+        t0 = time.perf_counter()
+        outputs = await run(request, model.run, {model.inputs[0].name: batch}, [model.outputs[0].name])
+        timings["inference"] = (time.perf_counter() - t0) * 1000
+        scores = outputs[model.outputs[0].name]
+        payload: dict[str, Any] = {"model": model.name, "version": model.version}
+        if model.task == "tensor":
+            payload["outputs"] = np.asarray(scores).tolist()
+        else:
+            payload["predictions"] = model.classify(scores, top_k or 5)
+        return json_response(payload)
+
+    @app.post(
+        "/v1/models/{name}:predict", tags=["predict"], summary="Classify images or text", openapi_extra=predict_doc
+    )
+    async def predict_named(name: str, request: Request) -> Response:
+        return await predict(request, name)
+
+    @app.post("/predict", tags=["predict"], summary="Classify with the default model", openapi_extra=predict_doc)
+    async def predict_default(request: Request) -> Response:
+        return await predict(request, None)
+
+    _add_schemas(app)
+    return app
+
+
+def _prepare(model: Model, instances: list[Any], timings: dict[str, float]) -> np.ndarray:
+    t0 = time.perf_counter()
+    batch = model.prepare(instances)
+    timings["preprocess"] = (time.perf_counter() - t0) * 1000
+    return batch
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+        request_id = request.scope.get("state", {}).get("request_id")
+        return Response(json_error(status, message, request_id), status, headers, media_type="application/json")
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> Response:
+        return error_response(request, exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        messages = {
+            404: f"no route {request.method} {request.url.path}: see /docs for the API",
+            405: f"method {request.method} is not allowed on {request.url.path}",
+        }
+        message = messages.get(exc.status_code, str(exc.detail))
+        return error_response(request, exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(request, 400, f"invalid request: {where}: {first.get('msg', 'invalid')}")
+
+
+def _add_schemas(app: FastAPI) -> None:
+    """Describe the JSON bodies the handlers parse by hand, so /openapi.json is precise."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["InferInput"] = {
+            "type": "object",
+            "required": ["name", "shape", "datatype"],
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "datatype": {
+                    "type": "string",
+                    "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                             "FP16", "FP32", "FP64", "BYTES"],
+                },
+                "parameters": {"type": "object"},
+                "data": {"type": "array"},
+            },
+        }
+        components["InferRequest"] = {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/InferInput"}},
+                "outputs": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+                },
+            },
+        }
+        components["PredictRequest"] = {
+            "type": "object",
+            "required": ["instances"],
+            "properties": {
+                "instances": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"description": "base64 image, text, or a numeric array"},
+                },
+                "top_k": {"type": "integer", "minimum": 1},
+            },
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One JSON line per event on stderr for the ``onnxfn`` loggers (set up once)."""
+    root = logging.getLogger("onnxfn")
+    root.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
+    if not any(getattr(h, "_onnxfn", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(_JsonFormatter())
+        handler._onnxfn = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.propagate = False
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        try:
+            payload = json.loads(message)
+            if not isinstance(payload, dict):
+                payload = {"message": message}
+        except ValueError:
+            payload = {"message": message}
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, **payload}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)

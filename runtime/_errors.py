@@ -1,0 +1,47 @@
+"""Errors the runtime answers with: each maps to one HTTP status and a JSON body ``{"error": ...}``.
+
+    APIError
+    ├── BadRequest            400  malformed, undecodable, wrong shape/dtype, non-finite numbers
+    ├── Unauthorized          401  missing or wrong API key
+    ├── NotFound              404  unknown model, version or route
+    ├── PayloadTooLarge       413  body or batch above the limit
+    ├── UnsupportedMediaType  415  a body the API cannot read
+    └── NotReady              503  no model loaded
+"""
+
+from __future__ import annotations
+
+
+class APIError(Exception):
+    """An error with an HTTP status and a message that says what is wrong and how to fix it."""
+
+    status = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(APIError, ValueError):
+    status = 400
+
+
+class Unauthorized(APIError):
+    status = 401
+
+
+class NotFound(APIError, LookupError):
+    status = 404
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+
+
+class NotReady(APIError):
+    status = 503

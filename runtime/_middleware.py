@@ -1,0 +1,134 @@
+"""One pure-ASGI middleware for every request: request id, body limit, auth, timing and a JSON log line.
+
+Pure ASGI (no BaseHTTPMiddleware) keeps the per-request cost in microseconds and lets the body limit
+act while the body streams in, before it is all read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from ._auth import OPEN_PATHS, authorized, key_from_headers
+from ._errors import APIError, BadRequest, PayloadTooLarge, Unauthorized
+
+log = logging.getLogger("onnxfn.access")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def json_error(status: int, message: str, request_id: str | None = None) -> bytes:
+    body: dict[str, Any] = {"error": message}
+    if request_id:
+        body["request_id"] = request_id
+    return json.dumps(body).encode()
+
+
+class RequestMiddleware:
+    def __init__(self, app: Any, *, api_key_hashes: tuple[str, ...], max_body_bytes: int) -> None:
+        self.app = app
+        self.hashes = api_key_hashes
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        idem = headers.get("idempotency-key", "")
+        idem = idem if _SAFE_ID.match(idem) else ""
+        state = scope.setdefault("state", {})
+        timings: dict[str, float] = {}
+        state["timings"] = timings
+        state["request_id"] = request_id
+        info: dict[str, Any] = {"status": 500, "bytes_out": 0, "bytes_in": 0}
+        extra = [(b"x-request-id", request_id.encode())]
+        if idem:
+            extra.append((b"idempotency-key", idem.encode()))
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                info["status"] = message["status"]
+                timings["total"] = (time.perf_counter() - start) * 1000
+                timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timings.items())
+                message["headers"] = [*message.get("headers", []), *extra, (b"server-timing", timing.encode())]
+                info["started"] = True
+            elif message["type"] == "http.response.body":
+                info["bytes_out"] += len(message.get("body", b""))
+            await send(message)
+
+        async def reject(error: APIError) -> None:
+            body = json_error(error.status, error.message, request_id)
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            hdrs += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            await send_wrapper({"type": "http.response.start", "status": error.status, "headers": hdrs})
+            await send_wrapper({"type": "http.response.body", "body": body})
+
+        try:
+            path = scope.get("path", "")
+            if self.hashes and path not in OPEN_PATHS and not authorized(key_from_headers(headers), self.hashes):
+                has_key = key_from_headers(headers) is not None
+                raise Unauthorized(
+                    "invalid API key" if has_key else "missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
+                    headers={"www-authenticate": "Bearer"},
+                )
+            length = headers.get("content-length")
+            if length is not None:
+                if not length.isdigit():
+                    raise BadRequest("Content-Length is not a number")
+                if int(length) > self.max_body:
+                    raise _too_large(int(length), self.max_body)
+            received = 0
+
+            async def limited_receive() -> dict:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    info["bytes_in"] = received
+                    if received > self.max_body:
+                        raise _too_large(received, self.max_body, streamed=True)
+                return message
+
+            await self.app(scope, limited_receive, send_wrapper)
+        except APIError as error:
+            if info.get("started"):
+                raise
+            await reject(error)
+        except Exception:
+            log.exception(json.dumps({"event": "unhandled", "request_id": request_id}))
+            if not info.get("started"):
+                await reject(_Internal(f"internal error; quote request id {request_id} when reporting it"))
+        finally:
+            record = {
+                "event": "request",
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "model": state.get("model"),
+                "status": info["status"],
+                "ms": round((time.perf_counter() - start) * 1000, 3),
+                "bytes_in": info["bytes_in"],
+                "bytes_out": info["bytes_out"],
+                "request_id": request_id,
+            }
+            if idem:
+                record["idempotency_key"] = idem
+            log.info(json.dumps(record))
+
+
+class _Internal(APIError):
+    status = 500
+
+
+def _too_large(size: int, limit: int, *, streamed: bool = False) -> PayloadTooLarge:
+    what = "body is larger than" if streamed else f"body of {size:,} bytes is above"
+    return PayloadTooLarge(
+        f"request {what} the limit of {limit:,} bytes (ONNXFN_MAX_BODY_BYTES): "
+        "send fewer or smaller images per request (Client.predict_batch splits by bytes)"
+    )

@@ -1,0 +1,242 @@
+"""One served model: an onnxruntime session, its ``onnxfn.*`` metadata and its preprocessing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import BadRequest
+from ._metadata import ModelMetadata
+from .preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, numpy_dtype
+
+log = logging.getLogger("onnxfn.runtime")
+
+# ONNX type string -> KServe V2 datatype.
+V2_DATATYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, ONNX type and shape of a model input or output (dynamic dims are str or None)."""
+
+    name: str
+    type: str
+    shape: tuple[int | str | None, ...]
+
+    @property
+    def dtype(self) -> Any:
+        return numpy_dtype(self.type)
+
+    @property
+    def datatype(self) -> str:
+        return V2_DATATYPES.get(self.type, self.type)
+
+    def v2_shape(self) -> list[int]:
+        return [d if isinstance(d, int) and d >= 0 else -1 for d in self.shape]
+
+
+def session_options(threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+class Model:
+    """A loaded model. ``run`` takes and returns named tensors; ``predict`` takes user instances."""
+
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        threads: int = 1,
+        max_image_pixels: int = 40_000_000,
+        sha256: str | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.name = name
+        self.path = Path(path)
+        self.sha256 = sha256
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ValueError(f"model {name!r}: onnxruntime cannot load {self.path}: {exc}") from None
+        meta = self.session.get_modelmeta()
+        self.metadata = ModelMetadata.from_map(dict(meta.custom_metadata_map), version=meta.version)
+        self.inputs = [TensorSpec(i.name, i.type, tuple(i.shape)) for i in self.session.get_inputs()]
+        self.outputs = [TensorSpec(o.name, o.type, tuple(o.shape)) for o in self.session.get_outputs()]
+        self.input_names = {spec.name: spec for spec in self.inputs}
+        self.output_names = {spec.name: spec for spec in self.outputs}
+        self.preprocessor = self._preprocessor(max_image_pixels)
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.version)
+
+    @property
+    def task(self) -> str:
+        return self.metadata.task
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.metadata.labels
+
+    def _preprocessor(self, max_image_pixels: int) -> ImagePreprocessor | TextPreprocessor | None:
+        spec = self.metadata.preprocess
+        first = self.inputs[0]
+        if self.task == "image-classification":
+            if spec is None:
+                spec = _image_spec_from_shape(first.shape)
+            return ImagePreprocessor(
+                spec, dtype=first.dtype, max_pixels=max_image_pixels, flatten=len(first.shape) == 2
+            )
+        if self.task == "text-classification":
+            if spec is None:
+                raise ValueError(f"model {self.name!r}: a text model needs a vocab in onnxfn.preprocess")
+            return TextPreprocessor(spec, dtype=first.dtype)
+        return None
+
+    # -- tensors -------------------------------------------------------------------------------
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the graph on named, already-validated inputs."""
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise BadRequest(
+                f"model {self.name!r} needs inputs {sorted(self.input_names)}; missing {missing}"
+            )
+        unknown = [name for name in feeds if name not in self.input_names]
+        if unknown:
+            raise BadRequest(f"model {self.name!r} has no input {unknown[0]!r}; inputs: {sorted(self.input_names)}")
+        names = outputs or [spec.name for spec in self.outputs]
+        for name in names:
+            if name not in self.output_names:
+                raise BadRequest(
+                    f"model {self.name!r} has no output {name!r}; outputs: {sorted(self.output_names)}"
+                )
+        try:
+            results = self.session.run(names, feeds)
+        except Exception as exc:  # shapes the declared dims allowed but the graph rejects
+            raise BadRequest(f"model {self.name!r} rejected the input: {_short(exc)}") from None
+        return dict(zip(names, results, strict=True))
+
+    def tensor(self, value: Any, name: str | None = None) -> np.ndarray:
+        """A validated input tensor from nested lists or an array."""
+        spec = self.input_names[name] if name else self.inputs[0]
+        return check_tensor(value, name=spec.name, dtype=spec.dtype, shape=spec.shape)
+
+    # -- instances -----------------------------------------------------------------------------
+    def prepare(self, instances: list[Any]) -> np.ndarray:
+        """One input batch from user instances: image bytes, text, or numeric arrays (one per row)."""
+        first = self.inputs[0]
+        if isinstance(self.preprocessor, ImagePreprocessor):
+            if all(isinstance(x, (bytes, bytearray)) for x in instances):
+                return self.preprocessor(instances)
+        elif isinstance(self.preprocessor, TextPreprocessor):
+            if all(isinstance(x, str) for x in instances):
+                return self.preprocessor(instances)
+            raise BadRequest(f"model {self.name!r} classifies text: send instances as strings")
+        if any(isinstance(x, (bytes, bytearray, str)) for x in instances):
+            kind = "images" if isinstance(self.preprocessor, ImagePreprocessor) else "numeric arrays"
+            raise BadRequest(f"model {self.name!r} expects {kind}; do not mix kinds in one request")
+        return self.tensor([self._row(x, first) for x in instances])
+
+    @staticmethod
+    def _row(value: Any, spec: TensorSpec) -> Any:
+        if isinstance(value, (int, float)):
+            raise BadRequest(
+                f"each instance must be an array shaped like {spec.v2_shape()[1:]}, got a single number"
+            )
+        return value
+
+    def predict(self, instances: list[Any]) -> np.ndarray:
+        """First output of the model for a list of instances (one row each)."""
+        batch = self.prepare(instances)
+        return self.run({self.inputs[0].name: batch}, [self.outputs[0].name])[self.outputs[0].name]
+
+    def classify(self, scores: np.ndarray, top_k: int = 5) -> list[list[dict[str, Any]]]:
+        """Top-k ``{"label", "index", "score"}`` per row of class scores, best first."""
+        scores = np.asarray(scores)
+        if scores.ndim == 1:
+            scores = scores[:, None]
+        scores = scores.reshape(scores.shape[0], -1)
+        classes = scores.shape[1]
+        if classes == 1:  # a sigmoid binary classifier: p(class 1)
+            p = scores[:, 0].astype(np.float64)
+            scores = np.stack([1.0 - p, p], axis=1)
+            classes = 2
+        k = max(1, min(int(top_k), classes))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        labels = self.labels or []
+        out = []
+        for row, idx in zip(scores, order, strict=True):
+            out.append(
+                [
+                    {"label": labels[i] if i < len(labels) else str(int(i)), "index": int(i), "score": float(row[i])}
+                    for i in idx
+                ]
+            )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """KServe V2 model metadata, plus onnxfn's own fields."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape()} for s in self.inputs],
+            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape()} for s in self.outputs],
+            "parameters": {
+                "task": self.task,
+                "labels": self.labels,
+                "preprocess": self.metadata.preprocess,
+                "quantization": self.metadata.quantization,
+                "sha256": self.sha256,
+            },
+        }
+
+
+def _image_spec_from_shape(shape: tuple[int | str | None, ...]) -> dict[str, Any]:
+    """Default preprocessing for an image model without ``onnxfn.preprocess`` (DESIGN.md defaults)."""
+    dims = list(shape[1:])
+    if len(dims) == 2:
+        dims = [*dims, 1]
+    if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
+        raise ValueError(f"cannot infer image preprocessing from input shape {list(shape)}")
+    if dims[0] in (1, 3) and dims[2] not in (1, 3):
+        channels, height, width, layout = dims[0], dims[1], dims[2], "NCHW"
+    else:
+        height, width, channels, layout = dims[0], dims[1], dims[2], "NHWC"
+    return {"size": [height, width], "layout": layout, "color": "L" if channels == 1 else "RGB"}
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[-1] if text else type(exc).__name__
+    return first[:limit]

@@ -1,0 +1,93 @@
+"""The friendly predict API: read image bytes, multipart files or JSON instances; answer top-k labels."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from ._errors import BadRequest, UnsupportedMediaType
+from .preprocess import sniff_image
+
+IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+async def read_instances(request: Any, max_batch: int) -> tuple[list[Any], int | None]:
+    """Instances and ``top_k`` (if the body gave one) from a predict request of any accepted shape."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/form-data"):
+        return await _multipart(request, max_batch), None
+    body = await request.body()
+    if content_type.startswith(IMAGE_TYPES):
+        if not body:
+            raise BadRequest("empty body: send the image bytes")
+        return [body], None
+    if content_type in ("application/json", "text/json") or content_type.endswith("+json"):
+        return parse_json(body)
+    if not content_type:
+        if sniff_image(body):
+            return [body], None
+        if body.lstrip()[:1] in (b"{", b"["):
+            return parse_json(body)
+        raise UnsupportedMediaType(
+            "cannot tell what the body is: send an image with Content-Type image/png (or application/octet-stream), "
+            "or JSON {\"instances\": [...]} with Content-Type application/json"
+        )
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {content_type!r}: use image/*, application/octet-stream, "
+        "multipart/form-data or application/json"
+    )
+
+
+def parse_json(body: bytes) -> tuple[list[Any], int | None]:
+    if not body:
+        raise BadRequest('empty body: send JSON {"instances": [...]}')
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f'body is not valid JSON ({exc}): send {{"instances": [...]}}') from None
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise BadRequest('JSON body needs an "instances" list, e.g. {"instances": ["<base64 PNG>"], "top_k": 3}')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise BadRequest('"instances" must be a list')
+    top_k = payload.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise BadRequest('"top_k" must be a positive integer')
+    return instances, top_k
+
+
+async def _multipart(request: Any, max_batch: int) -> list[Any]:
+    try:
+        form = await request.form(max_files=max_batch + 1, max_fields=max_batch + 16)
+    except Exception as exc:  # starlette raises its own MultiPartException / HTTPException
+        raise BadRequest(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    files = []
+    try:
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):
+                if key != "file":
+                    raise BadRequest(f"multipart part {key!r}: name image parts 'file'")
+                files.append(await value.read())
+    finally:
+        await form.close()
+    if not files:
+        raise BadRequest("multipart body has no 'file' parts: send each image as a part named 'file'")
+    return files
+
+
+def decode_image_instances(instances: list[Any]) -> list[Any]:
+    """Base64 strings (or ``{"b64": ...}``) become bytes; everything else passes through."""
+    out = []
+    for i, item in enumerate(instances):
+        if isinstance(item, dict) and set(item) == {"b64"}:
+            item = item["b64"]
+        if isinstance(item, str):
+            try:
+                out.append(base64.b64decode(item, validate=True))
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"instance {i} is not valid base64: encode each image with base64") from None
+        else:
+            out.append(item)
+    return out

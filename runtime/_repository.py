@@ -1,0 +1,176 @@
+"""Where models come from: one ``.onnx`` file, a directory (with or without ``manifest.json``), or S3.
+
+A directory with a manifest is verified: every file's sha256 must match before it is served; a model
+that fails is refused (logged) and the others are still served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+from ._errors import NotFound, NotReady
+from ._model import Model
+
+log = logging.getLogger("onnxfn.runtime")
+
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def valid_name(name: str) -> bool:
+    """Model names are simple file stems: no slashes, no ``..``."""
+    return bool(_NAME.match(name)) and ".." not in name
+
+
+class ModelRepository:
+    """The models one app serves, by name, with a default."""
+
+    def __init__(self, models: dict[str, Model], default: str | None = None, errors: dict[str, str] | None = None):
+        self.models = models
+        self.errors = errors or {}
+        if default is not None and default not in models:
+            raise ValueError(f"default model {default!r} is not among the loaded models {sorted(models)}")
+        # Without an explicit default, /predict serves the first model by name.
+        self.default = default or (sorted(models)[0] if models else None)
+
+    @classmethod
+    def load(
+        cls,
+        source: str | Path,
+        *,
+        threads: int = 1,
+        max_image_pixels: int = 40_000_000,
+        default: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> ModelRepository:
+        """Load every model ``source`` names: a file, a directory or ``s3://bucket/prefix``."""
+        text = str(source)
+        if text.startswith("s3://"):
+            from ._s3 import download
+
+            source = download(text, cache_dir=cache_dir)
+        path = Path(source)
+        kwargs = {"threads": threads, "max_image_pixels": max_image_pixels}
+        if path.is_file():
+            model = Model(path.stem, path, **kwargs)
+            return cls({model.name: model}, default=default)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model source {text!r} is neither an .onnx file nor a directory")
+        manifest = path / MANIFEST
+        models: dict[str, Model] = {}
+        errors: dict[str, str] = {}
+        if manifest.is_file():
+            entries = _read_manifest(manifest)
+            for name, entry in sorted(entries.items()):
+                try:
+                    models[name] = _load_verified(path, name, entry, kwargs)
+                except (ValueError, OSError) as exc:
+                    errors[name] = str(exc)
+                    log.error(json.dumps({"event": "model_refused", "model": name, "reason": str(exc)}))
+        else:
+            files = sorted(path.glob("*.onnx"))
+            if files:
+                log.warning(
+                    json.dumps(
+                        {
+                            "event": "no_manifest",
+                            "dir": str(path),
+                            "message": f"no {MANIFEST}: serving {len(files)} model(s) without sha256 checks",
+                        }
+                    )
+                )
+            for file in files:
+                try:
+                    models[file.stem] = Model(file.stem, file, **kwargs)
+                except (ValueError, OSError) as exc:
+                    errors[file.stem] = str(exc)
+                    log.error(json.dumps({"event": "model_refused", "model": file.stem, "reason": str(exc)}))
+        if not models and not errors:
+            raise FileNotFoundError(f"no models in {path}: expected *.onnx files or a {MANIFEST}")
+        if default is not None and default not in models:
+            raise ValueError(f"ONNXFN_DEFAULT_MODEL={default!r} is not among the loaded models {sorted(models)}")
+        return cls(models, default=default, errors=errors)
+
+    def get(self, name: str | None, version: str | None = None) -> Model:
+        """The named model (or the default); NotFound lists what is available."""
+        if name is None:
+            if self.default is None:
+                raise NotReady("no model is loaded: check ONNXFN_MODEL_DIR and the server log")
+            name = self.default
+        model = self.models.get(name)
+        if model is None:
+            available = ", ".join(sorted(self.models)) or "none"
+            hint = f" (it failed to load: {self.errors[name]})" if name in self.errors else ""
+            raise NotFound(f"unknown model {name!r}{hint}; available models: {available}")
+        if version is not None and version != model.version:
+            raise NotFound(f"model {name!r} has no version {version!r}; available versions: {model.version}")
+        return model
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def _read_manifest(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text())
+        entries = data["models"]
+        if not isinstance(entries, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f'{path} is not a manifest: expected {{"models": {{"NAME": {{"file", "sha256"}}}}}}') from None
+    return entries
+
+
+def _load_verified(root: Path, name: str, entry: dict, kwargs: dict) -> Model:
+    if not valid_name(name):
+        raise ValueError(f"invalid model name {name!r} in manifest")
+    file = entry.get("file") if isinstance(entry, dict) else None
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(file, str) or not isinstance(expected, str):
+        raise ValueError(f"manifest entry {name!r} needs 'file' and 'sha256'")
+    target = (root / file).resolve()
+    if root.resolve() not in target.parents:
+        raise ValueError(f"manifest entry {name!r}: file {file!r} is outside the model directory")
+    if not target.is_file():
+        raise ValueError(f"manifest entry {name!r}: {file} does not exist")
+    actual = sha256_file(target)
+    if actual != expected.lower():
+        raise ValueError(
+            f"sha256 mismatch for {file}: manifest says {expected[:12]}…, file is {actual[:12]}… "
+            "(corrupted or replaced; rebuild the manifest with `onnxfn convert`/`onnxfn manifest`)"
+        )
+    return Model(name, target, sha256=actual, **kwargs)
+
+
+def write_manifest(directory: str | Path, names: list[str] | None = None) -> Path:
+    """Create or update ``manifest.json`` in ``directory`` for ``names`` (default: every ``*.onnx``)."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST
+    entries: dict[str, dict] = {}
+    if manifest.is_file():
+        try:
+            entries = _read_manifest(manifest)
+        except ValueError:
+            entries = {}
+    stems = names if names is not None else [p.stem for p in sorted(directory.glob("*.onnx"))]
+    for stem in stems:
+        file = directory / f"{stem}.onnx"
+        entries[stem] = {"file": file.name, "sha256": sha256_file(file)}
+    entries = {k: v for k, v in entries.items() if (directory / v["file"]).is_file()}
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"models": dict(sorted(entries.items()))}, indent=2) + "\n")
+    os.replace(tmp, manifest)
+    return manifest

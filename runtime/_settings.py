@@ -1,0 +1,82 @@
+"""Runtime settings, read from ``ONNXFN_*`` environment variables (DESIGN.md, "Settings")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1024 * 1024
+LAMBDA_MB_PER_VCPU = 1769
+
+
+def _default_model_dir() -> str:
+    task_root = os.environ.get("LAMBDA_TASK_ROOT")
+    if task_root:
+        return str(Path(task_root) / "models")
+    return "models"
+
+
+def default_threads() -> int:
+    """Cores, or on Lambda the vCPUs its memory buys (1 vCPU per 1,769 MB)."""
+    memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    if memory and memory.isdigit():
+        return max(1, min(6, round(int(memory) / LAMBDA_MB_PER_VCPU)))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass
+class Settings:
+    """Everything the runtime can be told; ``Settings.from_env()`` reads the environment."""
+
+    model_dir: str = field(default_factory=_default_model_dir)
+    default_model: str | None = None
+    api_key_hashes: tuple[str, ...] = ()
+    max_body_bytes: int = 6 * MiB
+    max_batch: int = 64
+    max_image_pixels: int = 40_000_000
+    threads: int = field(default_factory=default_threads)
+    log_level: str = "INFO"
+    request_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``ONNXFN_*`` variables; keyword overrides win (``None`` means "not given")."""
+        env = os.environ
+        hashes = tuple(h.strip().lower() for h in env.get("ONNXFN_API_KEY_HASHES", "").split(",") if h.strip())
+        settings = cls(
+            model_dir=env.get("ONNXFN_MODEL_DIR") or _default_model_dir(),
+            default_model=env.get("ONNXFN_DEFAULT_MODEL") or None,
+            api_key_hashes=hashes,
+            max_body_bytes=_int("ONNXFN_MAX_BODY_BYTES", 6 * MiB),
+            max_batch=_int("ONNXFN_MAX_BATCH", 64),
+            max_image_pixels=_int("ONNXFN_MAX_IMAGE_PIXELS", 40_000_000),
+            threads=_int("ONNXFN_THREADS", default_threads()),
+            log_level=(env.get("ONNXFN_LOG_LEVEL") or "INFO").upper(),
+            request_timeout=float(env.get("ONNXFN_REQUEST_TIMEOUT") or 30.0),
+        )
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if not hasattr(settings, key):
+                raise TypeError(f"unknown setting {key!r}")
+            if key == "api_key_hashes" and isinstance(value, str):
+                value = tuple(h.strip().lower() for h in value.split(",") if h.strip())
+            setattr(settings, key, value)
+        return settings

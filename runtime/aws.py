@@ -1,0 +1,16 @@
+"""AWS Lambda entry point: ``onnxfn.runtime.aws.handler``.
+
+Models load here, at import (the init phase, once per container): Mangum runs lifespan on every
+invocation, so lifespan is off. Works for API Gateway REST (v1), HTTP API (v2), Function URLs and ALB.
+"""
+
+from __future__ import annotations
+
+from mangum import Mangum
+
+from ._app import create_app
+from ._settings import Settings
+
+settings = Settings.from_env()
+app = create_app(settings.model_dir, settings=settings)
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,77 @@
+"""Real, small models for tests that must not need TensorFlow.
+
+``digits_logreg`` trains a multinomial logistic regression on sklearn's digits (real data, ~0.5 s) and
+writes it as an ONNX graph (Flatten → MatMul → Add → Softmax) with onnxfn metadata, exactly as the
+converter would: image input [N, 8, 8, 1], greyscale, pixel/255*16 scaling (digits are 0–16).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+DIGITS_PREPROCESS = {"size": [8, 8], "layout": "NHWC", "color": "L", "scale": 16 / 255, "mean": [0.0], "std": [1.0]}
+
+
+def digits_split(seed: int = 0):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = d.images.astype("float32")  # 0..16
+    return train_test_split(x, d.target, test_size=0.25, random_state=seed, stratify=d.target)
+
+
+def digit_png(image_0_16: np.ndarray) -> bytes:
+    """A digits image (0–16) as the PNG a user would send: 0–255 greyscale."""
+    from PIL import Image
+
+    pixels = np.clip(np.rint(image_0_16 * 255.0 / 16.0), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def digits_logreg(path: Path, *, version: int = 1) -> tuple[Path, float]:
+    """Train, write ``path`` (ONNX with onnxfn metadata); return the path and held-out accuracy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from sklearn.linear_model import LogisticRegression
+
+    from onnxfn.runtime import ModelMetadata
+
+    x_train, x_test, y_train, y_test = digits_split()
+    # The model sees pixels as the preprocessing produces them: PNG byte * 16/255 ≈ the 0–16 value.
+    clf = LogisticRegression(max_iter=2000).fit(x_train.reshape(len(x_train), -1), y_train)
+    accuracy = float(clf.score(x_test.reshape(len(x_test), -1), y_test))
+    w = numpy_helper.from_array(clf.coef_.T.astype(np.float32), "W")
+    b = numpy_helper.from_array(clf.intercept_.astype(np.float32), "B")
+    shape = numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "flat_shape")
+    nodes = [
+        helper.make_node("Reshape", ["input", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "W"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits_logreg",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 8, 8, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
+        initializer=[w, b, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnxfn-tests")
+    model.ir_version = 8
+    ModelMetadata(
+        task="image-classification",
+        labels=[str(i) for i in range(10)],
+        preprocess=DIGITS_PREPROCESS,
+        source={"trainer": "sklearn LogisticRegression"},
+        version=version,
+    ).write(model)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path, accuracy
