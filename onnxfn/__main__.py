@@ -1,0 +1,5 @@
+import sys
+
+from onnxfn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""The ``onnxfn`` command. Each subcommand imports its part lazily, so ``onnxfn --help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from onnxfn import __version__
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as ``onnxfn: error: ...`` with exit code 2."""
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from onnxfn.converter import convert
+
+    labels = _read_labels(args.labels) if args.labels else None
+    preprocess = json.loads(args.preprocess) if args.preprocess else None
+    report = convert(
+        args.model,
+        args.output,
+        labels=labels,
+        preprocess=preprocess,
+        task=args.task,
+        opset=args.opset,
+        check=not args.no_check,
+        version=args.version,
+    )
+    print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from onnxfn.runtime.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        default_model=args.default_model,
+        api_key_hashes=args.api_key_hashes,
+        max_body_bytes=args.max_body_bytes,
+        max_batch=args.max_batch,
+        threads=args.threads,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from onnxfn.runtime._auth import new_key
+
+    key, digest = new_key()
+    if args.json:
+        print(json.dumps({"key": key, "sha256": digest}))
+    else:
+        print(f"API key (give to clients, shown once): {key}")
+        print(f"sha256 (server side):  ONNXFN_API_KEY_HASHES={digest}")
+    return 0
+
+
+def _read_labels(path: str) -> list[str]:
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"labels file {path} does not exist (one label per line, or a JSON list)")
+    text = file.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        labels = json.loads(text)
+    else:
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels or not all(isinstance(x, str) for x in labels):
+        raise CLIError(f"labels file {path} has no labels")
+    return labels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnxfn", description="Keras → ONNX → fast CPU inference.")
+    parser.add_argument("--version", action="version", version=f"onnxfn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("convert", help="convert a Keras model (.keras, .h5, SavedModel dir) to ONNX")
+    p.add_argument("model", help="path to .keras, .h5 or a SavedModel directory")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--labels", help="class names: one per line, or a JSON list")
+    p.add_argument("--task", choices=["image-classification", "text-classification", "tensor"])
+    p.add_argument("--preprocess", help='JSON, e.g. \'{"scale": 0.0627}\' (defaults from the input shape)')
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--version", type=int, default=1, help="model version stored in the file")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against Keras")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("serve", help="serve a model file or directory over HTTP (uvicorn)")
+    p.add_argument("model", help="an .onnx file, a model directory, or s3://bucket/prefix")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--default-model")
+    p.add_argument("--api-key-hashes", help="comma-separated sha256 digests (see `onnxfn keygen`)")
+    p.add_argument("--max-body-bytes", type=int)
+    p.add_argument("--max-batch", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("keygen", help="print a new API key and the sha256 digest the server needs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_keygen)
+
+    for register in _plugins():
+        register(sub)
+    return parser
+
+
+def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands defined beside the parts they drive (each registers itself, imports lazily)."""
+    found = []
+    for module, attr in (
+        ("onnxfn.client._cli", "register"),
+        ("onnxfn.converter._cli", "register"),
+        ("onnxfn._bundle", "register"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        found.append(getattr(mod, attr))
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"onnxfn: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, PermissionError) as exc:
+        print(f"onnxfn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
