@@ -1,0 +1,361 @@
+"""Keras → ONNX with a dynamic batch dimension, onnxfn metadata, and a parity check against Keras."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxfn.runtime._metadata import ModelMetadata
+
+from ._errors import ConversionError
+from ._load import Source, load
+
+log = logging.getLogger("onnxfn.converter")
+DEFAULT_ATOL = 1e-4
+
+
+@dataclass
+class ConversionReport:
+    """What ``convert`` did and measured."""
+
+    output: str
+    task: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    size_bytes: int
+    max_abs_diff: float | None
+    parity_samples: int
+    opset: int
+    seconds: float
+    keras_ms: float | None = None
+    onnx_ms: float | None = None
+    labels: int = 0
+    preprocess: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        def shape(specs: list[dict[str, Any]]) -> str:
+            return ", ".join(f"{s['name']}{s['shape']}" for s in specs)
+
+        rows = [
+            ("output", self.output),
+            ("task", self.task + (f" ({self.labels} labels)" if self.labels else "")),
+            ("inputs", shape(self.inputs)),
+            ("outputs", shape(self.outputs)),
+            ("size", f"{self.size_bytes / 1024:.1f} KiB"),
+            (
+                "parity",
+                "skipped"
+                if self.max_abs_diff is None
+                else f"max |onnx - keras| = {self.max_abs_diff:.2e} over {self.parity_samples} samples",
+            ),
+        ]
+        if self.keras_ms is not None and self.onnx_ms is not None:
+            rows.append(("latency b=1", f"keras {self.keras_ms:.2f} ms, onnxruntime {self.onnx_ms:.2f} ms"))
+        rows.append(("took", f"{self.seconds:.1f} s"))
+        rows += [("warning", w) for w in self.warnings]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def convert(
+    model: Any,
+    output: str | os.PathLike[str],
+    *,
+    labels: list[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    task: str | None = None,
+    opset: int = 17,
+    check: bool = True,
+    sample: np.ndarray | list[np.ndarray] | None = None,
+    atol: float = DEFAULT_ATOL,
+    version: int = 1,
+) -> ConversionReport:
+    """Convert ``model`` (``keras.Model``, ``.keras``, ``.h5`` or SavedModel dir) to ``output`` (.onnx).
+
+    ``sample``: real inputs for the parity check (default: inputs drawn from the model's own
+    preprocessing). The check fails with :class:`ConversionError` when ONNX and Keras differ by more
+    than ``atol``. ``manifest.json`` beside ``output`` is created or updated.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise ConversionError(f"output {output} must end in .onnx")
+    source = load(model)
+    proto = _to_onnx(source, opset)
+    onnx_outputs = _output_info(proto)
+    classes = _classes(onnx_outputs)
+    task = task or _infer_task(source, preprocess, classes)
+    preprocess = _preprocess_for(task, source, preprocess)
+    warnings: list[str] = []
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if classes is not None and len(labels) != max(classes, 2 if classes == 1 else classes):
+            raise ConversionError(
+                f"{len(labels)} labels given but the model outputs {classes} classes: pass one label per class"
+            )
+    elif task != "tensor" and classes:
+        warnings.append("no labels given: predictions will name classes by index (--labels FILE)")
+    metadata = ModelMetadata(
+        task=task,
+        labels=labels,
+        preprocess=preprocess,
+        source=_provenance(source, opset),
+        quantization="none",
+        version=version,
+    )
+    metadata.write(proto)
+
+    import onnx
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(output))
+
+    max_diff, count, keras_ms, onnx_ms = None, 0, None, None
+    if check:
+        samples = _samples(source, preprocess, task, sample)
+        max_diff, count, keras_ms, onnx_ms = _parity(source, output, samples)
+        if not np.isfinite(max_diff) or max_diff > atol:
+            output.unlink(missing_ok=True)
+            raise ConversionError(
+                f"ONNX output differs from Keras by {max_diff:.3g} (> {atol:g}) on {count} samples: "
+                f"try another opset (--opset), or report the model's layers; nothing was written"
+            )
+
+    from onnxfn.runtime._repository import write_manifest
+
+    write_manifest(output.parent, [output.stem])
+    return ConversionReport(
+        output=str(output),
+        task=task,
+        inputs=[{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in source.inputs],
+        outputs=onnx_outputs,
+        size_bytes=output.stat().st_size,
+        max_abs_diff=max_diff,
+        parity_samples=count,
+        opset=opset,
+        seconds=time.perf_counter() - started,
+        keras_ms=keras_ms,
+        onnx_ms=onnx_ms,
+        labels=len(labels or []),
+        preprocess=preprocess,
+        warnings=warnings,
+    )
+
+
+def _to_onnx(source: Source, opset: int) -> Any:
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = tuple(
+        tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name) for spec in source.inputs
+    )
+    function = tf.function(source.call, input_signature=signature, autograph=False)
+    tf2onnx_log = logging.getLogger("tf2onnx")
+    level = tf2onnx_log.level
+    tf2onnx_log.setLevel(logging.ERROR)
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    except Exception as exc:
+        raise ConversionError(_explain(exc, source)) from None
+    finally:
+        tf2onnx_log.setLevel(level)
+    _tidy_names(proto)
+    return proto
+
+
+def _explain(exc: Exception, source: Source) -> str:
+    """Name the Keras layer behind a tf2onnx failure when the op name reveals it."""
+    text = str(exc)
+    for name, kind in source.layers:
+        if name and name in text:
+            return f"layer {name!r} ({kind}) cannot be converted to ONNX: {text.splitlines()[0][:300]}"
+    return f"tf2onnx could not convert the model: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+
+
+def _tidy_names(proto: Any) -> None:
+    """Outputs named ``output`` (or ``output_N``), and the dynamic batch dimension named ``batch``."""
+    graph = proto.graph
+    renames = {}
+    for i, out in enumerate(graph.output):
+        new = "output" if len(graph.output) == 1 else f"output_{i}"
+        renames[out.name] = new
+    for node in graph.node:
+        for j, name in enumerate(node.output):
+            if name in renames:
+                node.output[j] = renames[name]
+        for j, name in enumerate(node.input):
+            if name in renames:
+                node.input[j] = renames[name]
+    for out in graph.output:
+        out.name = renames.get(out.name, out.name)
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+
+
+def _output_info(proto: Any) -> list[dict[str, Any]]:
+    out = []
+    for value in proto.graph.output:
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+        out.append({"name": value.name, "shape": dims})
+    return out
+
+
+def _classes(outputs: list[dict[str, Any]]) -> int | None:
+    shape = outputs[0]["shape"]
+    if len(shape) == 2 and shape[1] > 0:
+        return shape[1]
+    return None
+
+
+def _infer_task(source: Source, preprocess: dict[str, Any] | None, classes: int | None) -> str:
+    if preprocess and "vocab" in preprocess:
+        return "text-classification"
+    rank = len(source.inputs[0].shape)
+    if classes and (rank == 4 or (rank == 3 and source.inputs[0].dtype.startswith("float"))):
+        return "image-classification"
+    if classes and preprocess and "size" in preprocess:
+        return "image-classification"
+    return "tensor"
+
+
+def _preprocess_for(task: str, source: Source, given: dict[str, Any] | None) -> dict[str, Any] | None:
+    if task == "text-classification":
+        if not given or "vocab" not in given:
+            raise ConversionError(
+                "a text model needs its vocabulary: pass preprocess={'vocab': [...], 'max_len': N} "
+                "(e.g. TextVectorization.get_vocabulary())"
+            )
+        return dict(given)
+    if task != "image-classification":
+        return dict(given) if given else None
+    shape = source.inputs[0].shape[1:]
+    defaults: dict[str, Any] = {"layout": "NHWC", "scale": 1 / 255}
+    if len(shape) == 3 and all(isinstance(d, int) for d in shape):
+        if shape[0] in (1, 3) and shape[2] not in (1, 3):
+            defaults.update(layout="NCHW", size=[shape[1], shape[2]], channels=shape[0])
+        else:
+            defaults.update(size=[shape[0], shape[1]], channels=shape[2])
+    elif len(shape) == 2 and all(isinstance(d, int) for d in shape):
+        defaults.update(size=[shape[0], shape[1]], channels=1)
+    channels = defaults.pop("channels", 3)
+    defaults["color"] = "L" if channels == 1 else "RGB"
+    defaults["mean"] = [0.0] * channels
+    defaults["std"] = [1.0] * channels
+    spec = {**defaults, **(given or {})}
+    if "size" not in spec:
+        raise ConversionError(
+            f"cannot tell the image size from input shape {list(source.inputs[0].shape)}: "
+            "pass preprocess={'size': [H, W], ...}"
+        )
+    return spec
+
+
+def _samples(
+    source: Source, preprocess: dict[str, Any] | None, task: str, sample: Any
+) -> list[np.ndarray]:
+    if sample is not None:
+        arrays = list(sample) if isinstance(sample, (list, tuple)) else [sample]
+        out = []
+        for spec, array in zip(source.inputs, arrays, strict=True):
+            array = np.asarray(array, dtype=spec.dtype)
+            if array.shape[1:] != tuple(d for d in spec.shape[1:]) and None not in spec.shape[1:]:
+                raise ConversionError(
+                    f"sample shape {list(array.shape)} does not match input {spec.name} {list(spec.shape)}"
+                )
+            out.append(array[:64])
+        return out
+    rng = np.random.default_rng(0)
+    n = 16
+    if task == "image-classification" and preprocess:
+        from onnxfn.runtime.preprocess import ImagePreprocessor
+
+        spec = source.inputs[0]
+        pre = ImagePreprocessor(preprocess, dtype=np.dtype(spec.dtype), flatten=len(spec.shape) == 2)
+        height, width = pre.size
+        pixels = rng.integers(0, 256, size=(n, height, width, pre.channels), dtype=np.uint8)
+        return [np.stack([pre.array(p.squeeze(-1) if pre.channels == 1 else p) for p in pixels])]
+    out = []
+    for spec in source.inputs:
+        shape = [n, *[d if d is not None else 8 for d in spec.shape[1:]]]
+        if np.dtype(spec.dtype).kind in "iu":
+            high = _vocab_size(source, preprocess)
+            out.append(rng.integers(0, high, size=shape).astype(spec.dtype))
+        else:
+            out.append(rng.random(shape, dtype=np.float32).astype(spec.dtype))
+    return out
+
+
+def _vocab_size(source: Source, preprocess: dict[str, Any] | None) -> int:
+    if preprocess and isinstance(preprocess.get("vocab"), list):
+        return len(preprocess["vocab"])
+    sizes = [getattr(layer, "input_dim", None) for layer in _keras_layers(source)]
+    sizes = [s for s in sizes if isinstance(s, int)]
+    return min(sizes) if sizes else 2
+
+
+def _keras_layers(source: Source) -> list[Any]:
+    from ._load import _walk_layers
+
+    return _walk_layers(source.keras_model) if hasattr(source.keras_model, "layers") else []
+
+
+def _parity(source: Source, path: Path, samples: list[np.ndarray]) -> tuple[float, int, float, float]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    expected = source.predict(samples)
+    got = session.run(None, dict(zip(names, samples, strict=True)))[0]
+    if got.shape != expected.shape:
+        raise ConversionError(f"ONNX output shape {got.shape} differs from Keras {expected.shape}")
+    # Batch of one must agree too: proves the batch dimension is really dynamic.
+    single = session.run(None, dict(zip(names, [s[:1] for s in samples], strict=True)))[0]
+    diff = max(float(np.max(np.abs(got - expected))), float(np.max(np.abs(single - expected[:1]))))
+    keras_ms = _median_ms(lambda: source.predict([s[:1] for s in samples]))
+    feeds = dict(zip(names, [s[:1] for s in samples], strict=True))
+    onnx_ms = _median_ms(lambda: session.run(None, feeds))
+    return diff, len(samples[0]), keras_ms, onnx_ms
+
+
+def _median_ms(fn: Any, runs: int = 15) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def _provenance(source: Source, opset: int) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    from onnxfn import __version__
+
+    return {
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnxfn": __version__,
+        "opset": opset,
+        "file": source.path.name if source.path else None,
+        "sha256": source.sha256,
+    }

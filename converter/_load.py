@@ -1,0 +1,140 @@
+"""Loading what users hand the converter: a ``keras.Model``, ``.keras``/``.h5`` files or a SavedModel dir.
+
+Everything is reduced to a :class:`Source`: a TF-callable, its input specs and a numpy ``predict``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import ConversionError
+
+
+@dataclass
+class InputSpec:
+    name: str
+    shape: tuple[int | None, ...]  # batch dim first, None = dynamic
+    dtype: str  # numpy dtype name
+
+
+@dataclass
+class Source:
+    """A loaded model, whatever it came from."""
+
+    call: Callable[..., Any]  # TF-traceable: positional tensors -> tensor
+    inputs: list[InputSpec]
+    predict: Callable[[list[np.ndarray]], np.ndarray]
+    keras_model: Any = None
+    path: Path | None = None
+    sha256: str | None = None
+    layers: list[tuple[str, str]] = field(default_factory=list)  # (name, class) for error messages
+
+
+def load(model: Any) -> Source:
+    """A :class:`Source` from a ``keras.Model`` or a path (``.keras``, ``.h5``, SavedModel directory)."""
+    import keras
+
+    if isinstance(model, keras.Model):
+        return _from_keras(model)
+    if not isinstance(model, (str, Path)):
+        raise ConversionError(f"expected a keras.Model or a path, got {type(model).__name__}")
+    path = Path(model)
+    if not path.exists():
+        raise ConversionError(f"{path} does not exist: pass a .keras or .h5 file, or a SavedModel directory")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ConversionError(f"{path} is a directory without saved_model.pb: not a SavedModel")
+        source = _from_saved_model(path)
+    elif path.suffix in (".keras", ".h5", ".hdf5"):
+        try:
+            loaded = keras.models.load_model(path, compile=False)
+        except Exception as exc:
+            raise ConversionError(f"{path} is not a Keras model Keras {keras.__version__} can load: {exc}") from None
+        source = _from_keras(loaded)
+    else:
+        raise ConversionError(f"{path}: unknown model format {path.suffix!r}; use .keras, .h5 or a SavedModel dir")
+    source.path = path
+    source.sha256 = _sha256(path)
+    return source
+
+
+def _from_keras(model: Any) -> Source:
+    inputs = []
+    for i, tensor in enumerate(model.inputs):
+        shape = tuple(None if d is None else int(d) for d in tensor.shape)
+        name = "input" if len(model.inputs) == 1 else f"input_{i}"
+        inputs.append(InputSpec(name, (None, *shape[1:]), str(np.dtype(getattr(tensor, "dtype", "float32")))))
+
+    def call(*tensors: Any) -> Any:
+        out = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        return out
+
+    def predict(arrays: list[np.ndarray]) -> np.ndarray:
+        out = model(arrays if len(arrays) > 1 else arrays[0], training=False)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        return np.asarray(out)
+
+    layers = [(layer.name, type(layer).__name__) for layer in _walk_layers(model)]
+    return Source(call=call, inputs=inputs, predict=predict, keras_model=model, layers=layers)
+
+
+def _walk_layers(model: Any) -> list[Any]:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found.extend(_walk_layers(layer))
+    return found
+
+
+def _from_saved_model(path: Path) -> Source:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+    except (KeyError, OSError, ValueError) as exc:
+        raise ConversionError(f"{path}: cannot load a 'serving_default' signature: {exc}") from None
+    _, kwargs = fn.structured_input_signature
+    names = sorted(kwargs)
+    inputs = []
+    for i, key in enumerate(names):
+        spec = kwargs[key]
+        shape = tuple(None if d is None else int(d) for d in spec.shape)
+        name = "input" if len(names) == 1 else f"input_{i}"
+        inputs.append(InputSpec(name, (None, *shape[1:]), spec.dtype.as_numpy_dtype.__name__))
+
+    def first(out: Any) -> Any:
+        if isinstance(out, dict):
+            return out[sorted(out)[0]]
+        return out
+
+    def call(*tensors: Any) -> Any:
+        return first(fn(**dict(zip(names, tensors, strict=True))))
+
+    def predict(arrays: list[np.ndarray]) -> np.ndarray:
+        feeds = {k: tf.constant(a) for k, a in zip(names, arrays, strict=True)}
+        return np.asarray(first(fn(**feeds)))
+
+    return Source(call=call, inputs=inputs, predict=predict, keras_model=loaded)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
