@@ -1,0 +1,53 @@
+"""``onnxfn serve`` as users run it: a subprocess on 127.0.0.1, real HTTP, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import requests
+from models import digit_png
+from servers import onnxfn_serve
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_answers_over_http_and_stops_cleanly(digits_dir, digits_data):
+    _, x_test, _, y_test = digits_data
+    with onnxfn_serve(digits_dir) as (url, proc):
+        correct = 0
+        with requests.Session() as s:
+            for image, label in zip(x_test[:60], y_test[:60], strict=True):
+                r = s.post(f"{url}/predict", data=digit_png(image), headers={"content-type": "application/octet-stream"})
+                assert r.status_code == 200
+                correct += r.json()["predictions"][0][0]["label"] == str(label)
+            assert s.get(f"{url}/docs").status_code == 200
+            assert "paths" in s.get(f"{url}/openapi.json").json()
+            r = s.post(f"{url}/predict", data=b"junk", headers={"content-type": "image/jpeg"})
+            assert r.status_code == 400 and "error" in r.json()
+        assert correct >= 52
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn drains, then re-raises SIGTERM so the parent sees how it ended.
+        assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+        logs = proc.stdout.read().decode()
+    assert "Finished server process" in logs
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    requests_logged = [x for x in lines if x.get("event") == "request"]
+    assert len(requests_logged) >= 63
+    assert all({"path", "status", "ms", "request_id"} <= set(x) for x in requests_logged)
+    assert any(x.get("event") == "open_server" for x in lines)  # warned: no API keys configured
+
+
+def test_serve_refuses_a_missing_model(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxfn", "serve", str(tmp_path / "nothing.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "neither an .onnx file nor a directory" in result.stderr
