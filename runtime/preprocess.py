@@ -124,7 +124,11 @@ class ImagePreprocessor:
                 raise BadRequest("body is not an image: send PNG, JPEG, WebP, BMP or GIF bytes")
             try:
                 image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            except Image.DecompressionBombError as exc:  # Pillow's own guard, for headers far past ours
+                raise BadRequest(
+                    f"image is above the limit of {self.max_pixels:,} pixels (ONNXFN_MAX_IMAGE_PIXELS): {exc}"
+                ) from None
+            except (OSError, ValueError, SyntaxError) as exc:
                 raise BadRequest(f"cannot decode {fmt} image: {exc}") from None
             pixels = image.width * image.height
             if pixels > self.max_pixels:

@@ -1,0 +1,133 @@
+"""The one preprocessing implementation: real image files in every accepted format, and text."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onnxfn.runtime import BadRequest
+from onnxfn.runtime.preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, sniff_image
+
+SPEC = {"size": [8, 8], "color": "L", "scale": 1 / 255}
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def gradient(w=32, h=16, mode="RGB") -> Image.Image:
+    x = np.tile(np.linspace(0, 255, w, dtype=np.uint8), (h, 1))
+    if mode == "L":
+        return Image.fromarray(x, "L")
+    return Image.fromarray(np.stack([x, x[::-1], np.full_like(x, 128)], axis=-1), "RGB")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF"])
+def test_every_format_decodes_to_the_model_shape(fmt):
+    data = encode(gradient(), fmt)
+    assert sniff_image(data) == fmt
+    out = ImagePreprocessor({"size": [4, 6], "color": "RGB"})([data])
+    assert out.shape == (1, 4, 6, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_layouts_normalisation_and_flatten():
+    data = encode(gradient(mode="L"), "PNG")
+    nchw = ImagePreprocessor({"size": [8, 8], "color": "RGB", "layout": "NCHW", "mean": [0.5] * 3, "std": [0.5] * 3})
+    out = nchw([data])
+    assert out.shape == (1, 3, 8, 8) and -1.0 <= out.min() and out.max() <= 1.0
+    flat = ImagePreprocessor(SPEC, flatten=True)([data])
+    assert flat.shape == (1, 64)
+    raw = ImagePreprocessor(SPEC, dtype=np.uint8)([data])
+    assert raw.dtype == np.uint8 and raw.max() > 200
+
+
+def test_exif_orientation_is_applied():
+    # A 16x8 image whose left half is white, saved with EXIF "rotate 90 CW" (orientation 6).
+    pixels = np.zeros((8, 16), np.uint8)
+    pixels[:, :8] = 255
+    image = Image.fromarray(pixels, "L")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(image, "JPEG", exif=exif.tobytes(), quality=95)
+    pre = ImagePreprocessor({"size": [16, 8], "color": "L"})  # upright it is 16 tall, 8 wide
+    upright = pre([data])[0, :, :, 0]
+    assert upright.shape == (16, 8)
+    assert upright[:8].mean() > 0.8 and upright[8:].mean() < 0.2  # white ends on top
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "1", "I;16"])
+def test_other_colour_modes_convert(mode):
+    base = gradient()
+    image = base.convert(mode) if mode != "I;16" else base.convert("L").convert("I;16")
+    data = encode(image, "PNG")
+    assert ImagePreprocessor({"size": [8, 8], "color": "RGB"})([data]).shape == (1, 8, 8, 3)
+    assert ImagePreprocessor(SPEC)([data]).shape == (1, 8, 8, 1)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_stops_bombs_before_decoding():
+    with pytest.raises(BadRequest, match=r"ONNXFN_MAX_IMAGE_PIXELS"):
+        ImagePreprocessor(SPEC).load(png_header_only(20000, 20000))
+    with pytest.raises(BadRequest, match=r"7000x7000 = 49,000,000 pixels"):
+        ImagePreprocessor(SPEC).load(png_header_only(7000, 7000))
+    # A real, highly compressible 50-megapixel PNG (~50 KB on the wire).
+    bomb = encode(Image.new("L", (10000, 5000)), "PNG")
+    assert len(bomb) < 200_000
+    with pytest.raises(BadRequest, match="ONNXFN_MAX_IMAGE_PIXELS"):
+        ImagePreprocessor(SPEC).load(bomb)
+    tiny = encode(Image.new("L", (1, 1), 200), "PNG")
+    assert ImagePreprocessor(SPEC)([tiny]).shape == (1, 8, 8, 1)  # 1x1 is upscaled, not refused
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"", "empty image"),
+        (b"hello world", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "cannot decode PNG"),
+        (None, "cannot decode JPEG"),
+    ],
+)
+def test_broken_images_are_bad_requests(data, fragment):
+    if data is None:
+        data = encode(gradient(256, 256), "JPEG")[:400]  # truncated mid-scan
+    with pytest.raises(BadRequest, match=fragment):
+        ImagePreprocessor(SPEC)([data])
+
+
+def test_text_matches_keras_standardisation():
+    vocab = ["", "[UNK]", "the", "cat", "sat", "on", "mat"]
+    pre = TextPreprocessor({"vocab": vocab, "max_len": 6})
+    ids = pre(["The cat, sat on the MAT!", "dog"])
+    assert ids.tolist() == [[2, 3, 4, 5, 2, 6], [1, 0, 0, 0, 0, 0]]
+    hot = TextPreprocessor({"vocab": vocab, "output_mode": "count"}, dtype=np.float32)(["the the cat"])
+    assert hot.tolist() == [[0, 0, 2, 1, 0, 0, 0]]
+    with pytest.raises(BadRequest, match="must be strings"):
+        pre([b"bytes"])
+    with pytest.raises(BadRequest, match="above the limit"):
+        TextPreprocessor({"vocab": vocab}, max_chars=10)(["x" * 11])
+
+
+def test_check_tensor_rejects_ragged_nan_and_fractions():
+    with pytest.raises(BadRequest, match="ragged|rectangular"):
+        check_tensor([[1, 2], [3]], name="x", dtype=np.float32, shape=("n", 2))
+    with pytest.raises(BadRequest, match="NaN"):
+        check_tensor([[np.inf, 1]], name="x", dtype=np.float32, shape=("n", 2))
+    with pytest.raises(BadRequest, match="integers"):
+        check_tensor([[1.5, 1]], name="x", dtype=np.int64, shape=("n", 2))
+    assert check_tensor([[1, 2]], name="x", dtype=np.float32, shape=(-1, 2)).dtype == np.float32
