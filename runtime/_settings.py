@@ -54,6 +54,9 @@ class Settings:
     threads: int = field(default_factory=default_threads)
     log_level: str = "INFO"
     request_timeout: float = 30.0
+    # Run decode + inference in a worker thread so one server handles requests concurrently. The Lambda
+    # handler turns it off: a container serves one request at a time, and the thread hop costs ~1 ms there.
+    offload: bool = True
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

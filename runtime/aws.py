@@ -11,6 +11,6 @@ from mangum import Mangum
 from ._app import create_app
 from ._settings import Settings
 
-settings = Settings.from_env()
+settings = Settings.from_env(offload=False)
 app = create_app(settings.model_dir, settings=settings)
 handler = Mangum(app, lifespan="off")

@@ -25,8 +25,12 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 
-# Keras TextVectorization's default "lower_and_strip_punctuation".
+# Keras TextVectorization's default "lower_and_strip_punctuation" and "whitespace" split, as TensorFlow
+# runs them: tf.strings.lower changes ASCII letters only ("É" stays), the regex strips ASCII punctuation
+# only, and tf.strings.split breaks on ASCII whitespace only (not on NBSP, U+2003, \x1c-\x1f or \x85).
 _PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")
 
 _NP_DTYPES = {
     "tensor(float)": np.float32,
@@ -185,7 +189,8 @@ class TextPreprocessor:
 
     ``spec``: ``vocab`` (index = token id; Keras puts ``""`` at 0 and ``[UNK]`` at 1), ``max_len``,
     ``lowercase``, ``strip_punctuation``, ``output_mode`` ``int`` (padded ids) | ``multi_hot`` |
-    ``count`` | ``tf_idf`` (with ``idf``), ``ngrams`` (1 or 2).
+    ``count`` | ``tf_idf`` (with ``idf``), ``ngrams`` (N: every n-gram width 1..N, as Keras' integer
+    ``ngrams``; or a list of widths, as Keras' tuple).
     """
 
     def __init__(self, spec: dict[str, Any], *, dtype: Any = np.int64, max_chars: int = 100_000) -> None:
@@ -201,7 +206,10 @@ class TextPreprocessor:
         self.max_len = int(spec.get("max_len", 200))
         self.lowercase = bool(spec.get("lowercase", True))
         self.strip_punctuation = bool(spec.get("strip_punctuation", True))
-        self.ngrams = int(spec.get("ngrams", 1) or 1)
+        ngrams = spec.get("ngrams", 1) or 1
+        widths = range(1, int(ngrams) + 1) if isinstance(ngrams, (int, float, str)) else ngrams
+        self.ngram_widths = tuple(sorted({int(w) for w in widths if int(w) >= 1})) or (1,)
+        self.ngrams = max(self.ngram_widths)
         idf = spec.get("idf")
         self.idf = np.asarray(idf, dtype=np.float32) if idf is not None else None
         if self.mode == "tf_idf" and (self.idf is None or len(self.idf) != len(self.vocab)):
@@ -210,14 +218,18 @@ class TextPreprocessor:
         self.max_chars = max_chars
 
     def tokens(self, text: str) -> list[str]:
+        """Standardised, split tokens, then n-grams in Keras' order (all 1-grams, then 2-grams, ...)."""
         if self.lowercase:
-            text = text.lower()
+            text = text.translate(_ASCII_LOWER)
         if self.strip_punctuation:
             text = _PUNCTUATION.sub("", text)
-        words = text.split()
-        if self.ngrams >= 2:
-            words = words + [" ".join(words[i : i + 2]) for i in range(len(words) - 1)]
-        return words
+        words = [w for w in _ASCII_WHITESPACE.split(text) if w]
+        if self.ngram_widths == (1,):
+            return words
+        out: list[str] = []
+        for n in self.ngram_widths:
+            out += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+        return out
 
     def ids(self, text: str) -> list[int]:
         return [self.index.get(token, self.oov) for token in self.tokens(text)]
