@@ -1,1 +1,56 @@
-"""placeholder"""
+"""onnxfn.client: call an onnxfn endpoint (or a model in process) from Python.
+
+```python
+from onnxfn.client import Client
+with Client("https://…/prod", api_key="…") as client:     # or ONNXFN_URL / ONNXFN_API_KEY
+    p = client.predict("cat.jpg")                           # Prediction(label=…, score=…, top_k=[…])
+    ps = client.predict_batch(paths, batch_size=32, max_concurrency=4)
+    y = client.infer({"input": array})                      # KServe V2, binary tensors
+local = Client.local("model.onnx")                          # same API, in process (edge)
+```
+
+Light to import: numpy only; ``requests`` loads with the first HTTP client, onnxruntime with
+``Client.local``. Never imports FastAPI or TensorFlow.
+"""
+
+from ._auth import APIKeyAuth, BearerAuth, SigV4Auth
+from ._client import Client
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    OnnxfnError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
+from ._retry import RetryPolicy
+from ._types import BatchResult, Label, Prediction
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIKeyAuth",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchResult",
+    "BearerAuth",
+    "Client",
+    "InvalidResponseError",
+    "Label",
+    "NotFoundError",
+    "OnnxfnError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "Prediction",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "SigV4Auth",
+]

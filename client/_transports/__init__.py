@@ -1,0 +1,52 @@
+"""Transports carry one attempt of a request and bring back the answer, whatever its status.
+
+``HTTPTransport`` (``http.py``) talks to a server over a pooled ``requests.Session``;
+``LocalTransport`` (``local.py``) answers the same routes in process with ``onnxfn.runtime``.
+The ``Client`` above them owns everything else (retries, errors, encoding), so both share one code path.
+A transport raises ``APIConnectionError``/``APITimeoutError`` when there is no answer at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Request", "Response", "Transport"]
+
+
+@dataclass
+class Request:
+    """One request: ``path`` is relative to the base URL (``/predict``); header names are lower case."""
+
+    method: str
+    path: str
+    params: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+@dataclass
+class Response:
+    """An answer: ``headers`` has lower-case names."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+
+class Transport(Protocol):
+    url: str
+
+    def send(self, request: Request, timeout: float | None) -> Response:
+        """One attempt; ``timeout`` bounds connecting and each read (None: no limit)."""
+        ...
+
+    def url_for(self, request: Request) -> str:
+        """The full URL of ``request`` (for messages and logs)."""
+        ...
+
+    def ensure_pool(self, size: int) -> None:
+        """Keep at least ``size`` connections for concurrent requests."""
+        ...
+
+    def close(self) -> None: ...
