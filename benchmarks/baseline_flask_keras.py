@@ -27,7 +27,7 @@ def ready():
 @app.post("/predict")
 def predict():
     pixels = np.asarray(Image.open(io.BytesIO(request.get_data())).convert("L").resize((8, 8)), dtype=np.float32)
-    probs = model.predict((pixels * (16 / 255) / 16.0)[None, :, :, None], verbose=0)[0]
+    probs = model.predict((pixels / 255.0)[None, :, :, None], verbose=0)[0]
     order = np.argsort(-probs)[:5]
     return jsonify({"predictions": [[{"label": str(i), "index": int(i), "score": float(probs[i])} for i in order]]})
 

@@ -18,8 +18,8 @@ MODEL = keras.models.load_model(os.environ["BASELINE_KERAS_MODEL"], compile=Fals
 
 def handler(event: dict, context: object) -> dict:
     body = base64.b64decode(event["body"]) if event.get("isBase64Encoded") else event["body"].encode()
-    pixels = np.asarray(Image.open(io.BytesIO(body)).convert("L").resize((8, 8)), dtype=np.float32) * (16 / 255)
-    probs = MODEL.predict(pixels[None, :, :, None] / 16.0, verbose=0)[0]
+    pixels = np.asarray(Image.open(io.BytesIO(body)).convert("L").resize((8, 8)), dtype=np.float32) / 255.0
+    probs = MODEL.predict(pixels[None, :, :, None], verbose=0)[0]
     order = np.argsort(-probs)[:5]
     predictions = [[{"label": str(i), "index": int(i), "score": float(probs[i])} for i in order]]
     return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps({"predictions": predictions})}

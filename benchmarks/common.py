@@ -30,8 +30,7 @@ def digits_models() -> tuple[Path, Path]:
     model = train(x_train, y_train, epochs=15)
     WORK.mkdir(parents=True, exist_ok=True)
     model.save(keras_file)
-    convert(model, model_dir / "digits.onnx", labels=[str(i) for i in range(10)], preprocess={"scale": 16 / 255},
-            sample=x_test[..., None] / 16.0)
+    convert(model, model_dir / "digits.onnx", labels=[str(i) for i in range(10)], sample=x_test[..., None] / 16.0)
     return keras_file, model_dir
 
 
