@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from onnxfn.runtime._metadata import ModelMetadata
 
 from ._errors import ConversionError
@@ -105,7 +105,8 @@ def convert(
         labels = [str(x) for x in labels]
         if classes is not None and len(labels) != max(classes, 2 if classes == 1 else classes):
             raise ConversionError(
-                f"{len(labels)} labels given but the model outputs {classes} classes: pass one label per class"
+                f"{len(labels)} labels given but the model outputs {classes} classes: "
+                "pass one label per class"
             )
     elif task != "tensor" and classes:
         warnings.append("no labels given: predictions will name classes by index (--labels FILE)")
@@ -127,7 +128,18 @@ def convert(
     max_diff, count, keras_ms, onnx_ms = None, 0, None, None
     if check:
         samples = _samples(source, preprocess, task, sample)
-        max_diff, count, keras_ms, onnx_ms = _parity(source, output, samples)
+        try:
+            max_diff, count, keras_ms, onnx_ms = _parity(source, output, samples)
+        except ConversionError:
+            output.unlink(missing_ok=True)
+            raise
+        except Exception as exc:  # onnxruntime's own error types
+            output.unlink(missing_ok=True)
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ConversionError(
+                f"onnxruntime cannot run the converted model ({first}): try another --opset, "
+                "or report the model's layers; nothing was written"
+            ) from None
         if not np.isfinite(max_diff) or max_diff > atol:
             output.unlink(missing_ok=True)
             raise ConversionError(
@@ -173,8 +185,56 @@ def _to_onnx(source: Source, opset: int) -> Any:
         raise ConversionError(_explain(exc, source)) from None
     finally:
         tf2onnx_log.setLevel(level)
+    _check_ops(proto, source, opset)
     _tidy_names(proto)
     return proto
+
+
+def _check_ops(proto: Any, source: Source, opset: int) -> None:
+    """tf2onnx leaves TF ops it cannot convert in the graph: name the Keras layer they come from."""
+    import onnx
+
+    unknown = []
+    for node in _all_nodes(proto.graph):
+        domain = node.domain or ""
+        if domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type, domain):
+            unknown.append(node)
+    if not unknown:
+        return
+    node = unknown[0]
+    ops = sorted({n.op_type for n in unknown})
+    layer = _layer_of(node.name, source.layers)
+    where = f"layer {layer[0]!r} ({layer[1]})" if layer else f"node {node.name!r}"
+    raise ConversionError(
+        f"{where} uses TensorFlow op{'s' if len(ops) > 1 else ''} {', '.join(ops)} that tf2onnx cannot "
+        f"convert to ONNX (opset {opset}): replace that layer with supported ops, or compute it outside "
+        "the model (before or after inference); nothing was written"
+    )
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                nodes += _all_nodes(attr.g)
+            for sub in attr.graphs:
+                nodes += _all_nodes(sub)
+    return nodes
+
+
+def _layer_of(node_name: str, layers: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """The Keras layer whose TF name scope (``name`` or ``name_N``) appears in ``node_name``."""
+    parts = node_name.split("/")
+    best = None
+    for name, kind in layers:
+        if not name:
+            continue
+        pattern = re.compile(re.escape(name) + r"(_\d+)?")
+        if any(pattern.fullmatch(part) for part in parts) and (best is None or len(name) > len(best[0])):
+            best = (name, kind)
+    return best
 
 
 def _explain(exc: Exception, source: Source) -> str:
@@ -183,7 +243,9 @@ def _explain(exc: Exception, source: Source) -> str:
     for name, kind in source.layers:
         if name and name in text:
             return f"layer {name!r} ({kind}) cannot be converted to ONNX: {text.splitlines()[0][:300]}"
-    return f"tf2onnx could not convert the model: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+    return (
+        f"tf2onnx could not convert the model: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+    )
 
 
 def _tidy_names(proto: Any) -> None:
@@ -266,9 +328,7 @@ def _preprocess_for(task: str, source: Source, given: dict[str, Any] | None) -> 
     return spec
 
 
-def _samples(
-    source: Source, preprocess: dict[str, Any] | None, task: str, sample: Any
-) -> list[np.ndarray]:
+def _samples(source: Source, preprocess: dict[str, Any] | None, task: str, sample: Any) -> list[np.ndarray]:
     if sample is not None:
         arrays = list(sample) if isinstance(sample, (list, tuple)) else [sample]
         out = []

@@ -55,10 +55,14 @@ def load(model: Any) -> Source:
         try:
             loaded = keras.models.load_model(path, compile=False)
         except Exception as exc:
-            raise ConversionError(f"{path} is not a Keras model Keras {keras.__version__} can load: {exc}") from None
+            raise ConversionError(
+                f"{path} is not a Keras model Keras {keras.__version__} can load: {exc}"
+            ) from None
         source = _from_keras(loaded)
     else:
-        raise ConversionError(f"{path}: unknown model format {path.suffix!r}; use .keras, .h5 or a SavedModel dir")
+        raise ConversionError(
+            f"{path}: unknown model format {path.suffix!r}; use .keras, .h5 or a SavedModel dir"
+        )
     source.path = path
     source.sha256 = _sha256(path)
     return source

@@ -19,6 +19,10 @@ def _convert(args: argparse.Namespace) -> int:
 
     labels = _read_labels(args.labels) if args.labels else None
     preprocess = json.loads(args.preprocess) if args.preprocess else None
+    if getattr(args, "quantize_mode", None):
+        return _convert_and_quantize(args, labels, preprocess)
+    if getattr(args, "calibration", None) or getattr(args, "eval_data", None):
+        raise CLIError("--calibration and --eval-data need --quantize MODE")
     report = convert(
         args.model,
         args.output,
@@ -30,6 +34,36 @@ def _convert(args: argparse.Namespace) -> int:
         version=args.version,
     )
     print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _convert_and_quantize(args: argparse.Namespace, labels: list[str] | None, preprocess: dict | None) -> int:
+    """``convert --quantize MODE``: fp32 into a scratch dir (parity-checked), then quantized to --output."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxfn.converter import convert, quantize
+    from onnxfn.converter._cli import quantize_kwargs
+
+    with tempfile.TemporaryDirectory(prefix="onnxfn-convert-") as tmp:
+        fp32 = Path(tmp) / Path(args.output).name
+        converted = convert(
+            args.model,
+            fp32,
+            labels=labels,
+            preprocess=preprocess,
+            task=args.task,
+            opset=args.opset,
+            check=not args.no_check,
+            version=args.version,
+        )
+        report = quantize(fp32, args.output, reference=args.model, **quantize_kwargs(args))
+    if args.json:
+        print(json.dumps({"convert": converted.to_dict(), "quantize": report.to_dict()}, indent=2))
+    else:
+        print(converted.summary())
+        print()
+        print(report.table())
     return 0
 
 
@@ -90,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
     p.add_argument("--labels", help="class names: one per line, or a JSON list")
     p.add_argument("--task", choices=["image-classification", "text-classification", "tensor"])
-    p.add_argument("--preprocess", help='JSON, e.g. \'{"scale": 0.0627}\' (defaults from the input shape)')
+    p.add_argument("--preprocess", help="JSON, e.g. '{\"scale\": 0.0627}' (defaults from the input shape)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--version", type=int, default=1, help="model version stored in the file")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against Keras")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _quantize_options(p)
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("serve", help="serve a model file or directory over HTTP (uvicorn)")
@@ -117,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _plugins():
         register(sub)
     return parser
+
+
+def _quantize_options(p: argparse.ArgumentParser) -> None:
+    """``convert --quantize MODE --calibration PATH --eval-data PATH`` (and the other quantize options)."""
+    try:
+        from onnxfn.converter._cli import add_quantize_options
+    except ModuleNotFoundError:  # a runtime-only install (the Lambda bundle) has no converter
+        return
+    add_quantize_options(p, mode_flag="--quantize", default_mode=None)
 
 
 def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:

@@ -1,0 +1,88 @@
+"""``onnxfn quantize``: registered by ``onnxfn.cli`` (imports nothing heavy until it runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._options import METHODS, MODES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``quantize`` subcommand."""
+    p = subparsers.add_parser(
+        "quantize",
+        help="quantize an ONNX model (dynamic, static int8, fp16 or auto) and report before/after",
+        description="Quantize an fp32 model from `onnxfn convert`; prints a before/after table "
+        "(size, latency "
+        "at batch 1 and 32, accuracy or agreement, max |Δ|, ops quantized).",
+    )
+    p.add_argument("model", help="the fp32 .onnx file `onnxfn convert` wrote")
+    p.add_argument(
+        "-o", "--output", required=True, help="output .onnx path (manifest.json beside it is updated)"
+    )
+    add_quantize_options(p, mode_flag="--mode", default_mode="auto")
+    p.add_argument("--reference", help="the Keras model (.keras/.h5/SavedModel) to report max |Δ| against")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def add_quantize_options(p: argparse.ArgumentParser, *, mode_flag: str, default_mode: str | None) -> None:
+    """Options shared by ``onnxfn quantize`` and ``onnxfn convert --quantize``."""
+    p.add_argument(
+        mode_flag, dest="quantize_mode", choices=MODES, default=default_mode, help="quantization mode"
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="PATH",
+        help="calibration data: .npy/.npz, a folder of images (decoded like the runtime does), .txt texts",
+    )
+    p.add_argument(
+        "--eval-data",
+        metavar="PATH",
+        help="held-out data to measure accuracy: .npz with x (and y), .npy, an image folder with one "
+        "subfolder per class, or .tsv (label<TAB>text)",
+    )
+    p.add_argument(
+        "--no-per-channel", dest="per_channel", action="store_false", help="per-tensor weight scales"
+    )
+    p.add_argument("--calibrate-method", choices=METHODS, default="minmax")
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.01,
+        help="auto keeps variants within this drop (0.01 = 1 point)",
+    )
+    p.add_argument(
+        "--no-reduce-range", dest="reduce_range", action="store_false", help="full 8-bit weights (VNNI CPUs)"
+    )
+    p.add_argument(
+        "--calibration-samples", type=int, default=256, help="calibration samples used (default 256)"
+    )
+    p.add_argument("--runs", type=int, default=30, help="timed runs per variant and batch size")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads while measuring")
+    p.add_argument("--report", metavar="DIR", help="write NAME.quantization.{json,md,png} into DIR")
+
+
+def quantize_kwargs(args: argparse.Namespace) -> dict:
+    """``quantize`` keyword arguments from parsed options."""
+    return {
+        "mode": args.quantize_mode,
+        "calibration": args.calibration,
+        "eval_data": args.eval_data,
+        "per_channel": args.per_channel,
+        "calibrate_method": args.calibrate_method,
+        "max_accuracy_drop": args.max_accuracy_drop,
+        "reduce_range": args.reduce_range,
+        "calibration_samples": args.calibration_samples,
+        "runs": args.runs,
+        "threads": args.threads,
+        "report_dir": args.report,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from onnxfn.converter import quantize
+
+    report = quantize(args.model, args.output, reference=args.reference, **quantize_kwargs(args))
+    print(report.to_json() if args.json else report.table())
+    return 0

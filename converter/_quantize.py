@@ -1,0 +1,519 @@
+"""Quantization users can trust: dynamic int8, static int8 (calibrated QDQ), fp16, or ``auto``, which builds
+the candidates, measures them against fp32 and keeps the smallest one that is not slower and keeps accuracy.
+
+Every variant is measured the same way (``_measure``) and reported side by side (``_report``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _measure
+from ._calibration import CalibrationReader, Feeds, InputInfo, count, load_eval, load_samples, take
+from ._errors import ConversionError
+from ._options import METHODS, MODES
+from ._report import QuantizationReport, VariantResult
+
+log = logging.getLogger("onnxfn.converter")
+
+EVAL_LIMIT = 2000  # samples used to measure accuracy/agreement
+DIFF_LIMIT = 256  # samples used for max |Δ| against the reference
+
+
+def quantize(
+    model_onnx: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    mode: str = "dynamic",
+    calibration: Any = None,
+    per_channel: bool = True,
+    calibrate_method: str = "minmax",
+    eval_data: Any = None,
+    max_accuracy_drop: float = 0.01,
+    reduce_range: bool = True,
+    calibration_samples: int = 256,
+    max_latency_ratio: float = 1.1,
+    reference: Any = None,
+    runs: int = 30,
+    threads: int = 1,
+    progress: bool = True,
+    report_dir: str | os.PathLike[str] | None = None,
+) -> QuantizationReport:
+    """Quantize an fp32 ONNX model (from ``convert``) into ``output`` and measure it against fp32.
+
+    ``mode``: ``dynamic`` (int8 weights, activations quantized at run time), ``static`` (int8 QDQ, U8
+    activations / S8 weights, calibrated on ``calibration``), ``fp16`` (weights in float16, float32 I/O) or
+    ``auto`` (build them all, keep the smallest variant whose accuracy drop is within ``max_accuracy_drop``
+    and whose batch-32 latency is at most ``max_latency_ratio`` × fp32; fp32 itself when none qualifies).
+
+    ``calibration`` / ``eval_data``: an array, ``.npy``/``.npz``, an image folder (class subfolders give
+    labels), text (``.txt``, ``.tsv`` label<TAB>text, list of strings) or an iterable of arrays;
+    ``eval_data`` may be ``(x, y)``. With labels the report shows accuracy, otherwise top-1 agreement with
+    fp32. ``reduce_range`` (7-bit weights) avoids the int16 saturation of u8s8 kernels on x86 CPUs without
+    VNNI (AVX2/AVX-512), which otherwise costs accuracy. ``reference``: a Keras model (or path, or a
+    ``list[array] -> array`` callable) to report max |Δ| against (default: the fp32 ONNX model).
+    ``runs``/``threads``: latency medians per variant (interleaved). The output keeps the model's
+    ``onnxfn.*`` metadata, records ``onnxfn.quantization``, and ``manifest.json`` beside it is updated.
+    """
+    started = time.perf_counter()
+    source, output = Path(model_onnx), Path(output)
+    if mode not in MODES:
+        raise ConversionError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if calibrate_method not in METHODS:
+        raise ConversionError(
+            f"unknown calibrate_method {calibrate_method!r}: use one of {', '.join(METHODS)}"
+        )
+    if output.suffix != ".onnx":
+        raise ConversionError(f"output {output} must end in .onnx")
+    if not 0 <= max_accuracy_drop < 1:
+        raise ConversionError("max_accuracy_drop is a fraction (0.01 = 1 point)")
+    proto = _load_onnx(source)
+    info = InputInfo.from_proto(proto)
+    from onnxfn.runtime._metadata import ModelMetadata
+
+    metadata = ModelMetadata.read(proto)
+    if metadata.quantization not in ("none", None, {}):
+        raise ConversionError(
+            f"{source} is already quantized ({metadata.quantization}): "
+            "quantize the fp32 model from `onnxfn convert`"
+        )
+    if mode == "static" and calibration is None:
+        raise ConversionError(
+            "static quantization needs calibration data: pass calibration= (CLI --calibration PATH) "
+            "with a few "
+            "hundred representative inputs (.npy/.npz, an image folder, or text), or use mode 'dynamic'"
+        )
+    warnings: list[str] = []
+    calib = load_samples(calibration, info, limit=calibration_samples) if calibration is not None else None
+    eval_feeds, labels, eval_source = _eval_set(eval_data, calib, info, warnings, mode)
+
+    wanted = ["static", "dynamic", "fp16"] if mode == "auto" else [mode]
+    variants = {"fp32": VariantResult("fp32", status="baseline", settings={"mode": "none"})}
+    with tempfile.TemporaryDirectory(prefix="onnxfn-quantize-") as tmp:
+        work = Path(tmp)
+        fp32 = work / "fp32.onnx"
+        shutil.copyfile(source, fp32)
+        prepared = _pre_process(fp32, work / "prepared.onnx", warnings)
+        paths = {"fp32": fp32}
+        for name in wanted:
+            variant = VariantResult(name)
+            variants[name] = variant
+            if name == "static" and calib is None:
+                variant.status, variant.reason = "failed", "no calibration data (pass calibration=...)"
+                continue
+            try:
+                path = work / f"{name}.onnx"
+                variant.settings = _build(
+                    name, prepared, path, calib, per_channel, reduce_range, calibrate_method, progress
+                )
+            except ConversionError:
+                raise
+            except Exception as exc:
+                if mode != "auto":
+                    raise ConversionError(f"{name} quantization failed: {_first_line(exc)}") from None
+                variant.status, variant.reason = "failed", f"quantization failed: {_first_line(exc)}"
+                continue
+            variant.settings.update(requested=mode, calibration_size=count(calib) if name == "static" else 0)
+            _finish(path, proto, metadata, variant.settings, info)
+            paths[name] = path
+        _measure_all(
+            paths,
+            variants,
+            eval_feeds,
+            labels,
+            info,
+            reference=reference,
+            runs=runs,
+            threads=threads,
+            warnings=warnings,
+        )
+        chosen = _choose(mode, variants, max_accuracy_drop, max_latency_ratio, warnings)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if chosen == "fp32":
+            shutil.copyfile(source, output)
+        else:
+            shutil.copyfile(paths[chosen], output)
+
+    from onnxfn.runtime._repository import write_manifest
+
+    write_manifest(output.parent, [output.stem])
+    report = QuantizationReport(
+        model=str(source),
+        output=str(output),
+        mode=mode,
+        chosen=chosen,
+        variants=list(variants.values()),
+        eval_source=eval_source,
+        eval_samples=count(eval_feeds),
+        labelled=labels is not None,
+        reference="keras" if reference is not None else "fp32 onnx",
+        max_accuracy_drop=max_accuracy_drop,
+        threads=threads,
+        runs=runs,
+        calibration_samples=count(calib) if calib is not None else 0,
+        seconds=time.perf_counter() - started,
+        warnings=warnings,
+    )
+    if report_dir is not None:
+        report.save(report_dir)
+    return report
+
+
+# -- steps -----------------------------------------------------------------------------------------
+
+
+def _load_onnx(path: Path) -> Any:
+    import onnx
+
+    if not path.exists():
+        raise ConversionError(f"{path} does not exist: pass the .onnx file `onnxfn convert` wrote")
+    if path.is_dir() or path.suffix != ".onnx":
+        raise ConversionError(
+            f"{path} is not an .onnx file: convert the Keras model first (`onnxfn convert`, or "
+            "`onnxfn convert MODEL -o OUT.onnx --quantize MODE`)"
+        )
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise ConversionError(f"{path} is not a readable ONNX model: {_first_line(exc)}") from None
+
+
+def _eval_set(
+    eval_data: Any, calib: Feeds | None, info: InputInfo, warnings: list[str], mode: str
+) -> tuple[Feeds, np.ndarray | None, str]:
+    if eval_data is not None:
+        feeds, labels = load_eval(eval_data, info, limit=EVAL_LIMIT)
+        return feeds, labels, "labelled eval" if labels is not None else "eval"
+    if calib is not None:
+        warnings.append(
+            "no eval data: agreement measured on the calibration samples (pass eval_data= held-out data)"
+        )
+        return calib, None, "calibration"
+    message = (
+        "no eval or calibration data: agreement measured on random inputs, which says little about accuracy"
+    )
+    if mode == "auto":
+        raise ConversionError(
+            "auto needs data to measure accuracy: pass eval_data= (held-out inputs, with labels "
+            "if you have them) "
+            "or calibration="
+        )
+    warnings.append(message)
+    return _random_inputs(info), None, "random"
+
+
+def _random_inputs(info: InputInfo, n: int = 64) -> Feeds:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name, shape, dtype in zip(info.names, info.shapes, info.dtypes, strict=True):
+        dims = [n, *[d if d is not None else 8 for d in shape[1:]]]
+        if np.dtype(dtype).kind in "iu":
+            high = len(info.preprocess["vocab"]) if info.preprocess and "vocab" in info.preprocess else 2
+            feeds[name] = rng.integers(0, high, size=dims).astype(dtype)
+        else:
+            feeds[name] = rng.random(dims, dtype=np.float32).astype(dtype)
+    return feeds
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's quantization tools log shape-inference chatter through the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _pre_process(source: Path, target: Path, warnings: list[str]) -> Path:
+    """ORT's recommended pre-processing: symbolic + ONNX shape inference and graph optimisation."""
+    from onnxruntime.quantization import quant_pre_process
+
+    attempts = ({}, {"skip_symbolic_shape": True})
+    error = None
+    for kwargs in attempts:
+        try:
+            with _quiet():
+                quant_pre_process(str(source), str(target), **kwargs)
+            if kwargs:
+                warnings.append(
+                    "symbolic shape inference failed; pre-processed with ONNX shape inference only"
+                )
+            return target
+        except Exception as exc:
+            error = exc
+    warnings.append(f"pre-processing failed ({_first_line(error)}); quantizing the model as converted")
+    return source
+
+
+def _build(
+    name: str,
+    prepared: Path,
+    target: Path,
+    calib: Feeds | None,
+    per_channel: bool,
+    reduce_range: bool,
+    method: str,
+    progress: bool,
+) -> dict[str, Any]:
+    import onnxruntime
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if name == "dynamic":
+        with _quiet():
+            quantize_dynamic(
+                str(prepared),
+                str(target),
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True},
+            )
+        return {
+            "mode": "dynamic",
+            "format": "QOperator",
+            "weights": "int8",
+            "activations": "uint8 (at run time)",
+            "per_channel": per_channel,
+            "reduce_range": reduce_range,
+            "onnxruntime": onnxruntime.__version__,
+        }
+    if name == "static":
+        assert calib is not None
+        methods = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }
+        reader = CalibrationReader(calib, batch_size=32, progress=progress)
+        import onnx
+
+        graph = onnx.load(str(prepared)).graph
+        outputs = {value.name for value in graph.output}
+        # Keep the final probabilities in float: an 8-bit softmax rounds scores to 1/255 and creates ties.
+        keep_float = [
+            node.name
+            for node in graph.node
+            if node.op_type in ("Softmax", "Sigmoid", "LogSoftmax") and any(o in outputs for o in node.output)
+        ]
+        with _quiet():
+            quantize_static(
+                str(prepared),
+                str(target),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                nodes_to_exclude=keep_float,
+            )
+        return {
+            "mode": "static",
+            "format": "QDQ",
+            "weights": "int8",
+            "activations": "uint8",
+            "per_channel": per_channel,
+            "reduce_range": reduce_range,
+            "method": method,
+            "onnxruntime": onnxruntime.__version__,
+        }
+    if name == "fp16":
+        import onnx
+        from onnxconverter_common import float16
+
+        with _quiet():
+            half = float16.convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True)
+        onnx.save(half, str(target))
+        return {"mode": "fp16", "weights": "float16", "io": "float32"}
+    raise ConversionError(f"unknown mode {name!r}")
+
+
+def _finish(path: Path, fp32: Any, metadata: Any, settings: dict[str, Any], info: InputInfo) -> None:
+    """Carry the fp32 onnxfn metadata over, record the quantization, keep the batch dimension dynamic."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    dataclasses.replace(metadata, quantization=settings).write(proto)
+    dims = {value.name: value.type.tensor_type.shape.dim for value in proto.graph.input}
+    for name, shape in zip(info.names, info.shapes, strict=True):
+        if shape and shape[0] is None and name in dims and dims[name] and dims[name][0].HasField("dim_value"):
+            dims[name][0].dim_param = "batch"
+    onnx.save(proto, str(path))
+
+
+def _measure_all(
+    paths: dict[str, Path],
+    variants: dict[str, VariantResult],
+    feeds: Feeds,
+    labels: np.ndarray | None,
+    info: InputInfo,
+    *,
+    reference: Any,
+    runs: int,
+    threads: int,
+    warnings: list[str],
+) -> None:
+    import onnx
+
+    sessions = {}
+    for name, path in paths.items():
+        try:
+            sessions[name] = _measure.session(path, threads=threads)
+        except Exception as exc:
+            if name == "fp32":
+                raise ConversionError(f"onnxruntime cannot load the fp32 model: {_first_line(exc)}") from None
+            variants[name].status, variants[name].reason = (
+                "failed",
+                f"onnxruntime cannot load it: {_first_line(exc)}",
+            )
+    dynamic_batch = all(shape[0] is None for shape in info.shapes)
+    batches = (1, 32) if dynamic_batch else (info.shapes[0][0] or 1,)
+    batch_feeds = {b: _measure.batch_feeds(feeds, b) for b in batches}
+    outs: dict[str, np.ndarray] = {}
+    for name in list(sessions):
+        try:
+            outs[name] = _measure.outputs(sessions[name], feeds)
+            for feed in batch_feeds.values():  # batch 1 and 32 must both run: the batch axis stayed dynamic
+                sessions[name].run(None, feed)
+        except Exception as exc:
+            if name == "fp32":
+                raise ConversionError(f"the fp32 model fails on the eval data: {_first_line(exc)}") from None
+            variants[name].status, variants[name].reason = "failed", f"fails at run time: {_first_line(exc)}"
+            del sessions[name]
+    timings = _measure.latencies(sessions, batch_feeds, runs=runs)
+    ref_fn = _reference(reference)
+    diff_feeds = take(feeds, slice(0, DIFF_LIMIT))
+    expected = None
+    if ref_fn is not None:
+        expected = np.asarray(ref_fn([diff_feeds[n] for n in info.names]), dtype=np.float32)
+        expected = expected.reshape(outs["fp32"][:DIFF_LIMIT].shape)
+    base = outs["fp32"]
+    classifier = info.task != "tensor" or (base.ndim == 2 and base.shape[1] > 1)
+    for name, out in outs.items():
+        v = variants[name]
+        v.size_bytes = paths[name].stat().st_size
+        v.latency_ms = timings[name]
+        v.max_abs_diff = _measure.max_abs_diff(
+            out[:DIFF_LIMIT], expected if expected is not None else base[:DIFF_LIMIT]
+        )
+        if classifier:
+            v.agreement = _measure.agreement(out, base)
+            if labels is not None:
+                v.accuracy = _measure.accuracy(out, labels)
+        else:
+            scale = float(np.max(np.abs(base))) or 1.0
+            v.relative_error = _measure.max_abs_diff(out, base) / scale
+        proto = onnx.load(str(paths[name]), load_external_data=False)
+        if name != "fp32":
+            v.quantized_ops, v.float_ops = _measure.op_counts(proto)
+            with contextlib.suppress(Exception):
+                v.int8_kernels = _measure.int8_kernels(paths[name])
+        else:
+            _, v.float_ops = _measure.op_counts(proto)
+    fp32 = variants["fp32"]
+    for v in variants.values():
+        if v.status == "failed" or v.name not in outs:
+            continue
+        if v.accuracy is not None and fp32.accuracy is not None:
+            v.drop = fp32.accuracy - v.accuracy
+        elif v.agreement is not None:
+            v.drop = 1.0 - v.agreement
+        elif v.relative_error is not None:
+            v.drop = v.relative_error
+
+
+def _reference(reference: Any) -> Callable[[list[np.ndarray]], Any] | None:
+    if reference is None:
+        return None
+    if callable(reference) and not hasattr(reference, "layers"):
+        return reference
+    from ._load import load
+
+    return load(reference).predict
+
+
+def _choose(
+    mode: str,
+    variants: dict[str, VariantResult],
+    max_drop: float,
+    max_latency_ratio: float,
+    warnings: list[str],
+) -> str:
+    fp32 = variants["fp32"]
+    lat_batch = max(fp32.latency_ms)
+    if mode != "auto":
+        v = variants[mode]
+        if v.status == "failed":
+            raise ConversionError(f"the {mode} model {v.reason}: try another mode (or 'auto')")
+        v.status = "chosen"
+        if v.drop is not None and v.drop > max_drop:
+            warnings.append(
+                f"{mode} loses {v.drop * 100:.2f} points (> {max_drop * 100:.2f}): "
+                "consider another mode or 'auto'"
+            )
+        return mode
+    eligible = [fp32]
+    for v in variants.values():
+        if v.name == "fp32" or v.status == "failed":
+            continue
+        slower = v.latency_ms[lat_batch] / fp32.latency_ms[lat_batch]
+        if v.drop is None or v.drop > max_drop:
+            what = "accuracy" if v.accuracy is not None else "agreement"
+            v.status = "rejected"
+            v.reason = f"{what} drop {v.drop * 100:.2f} points > allowed {max_drop * 100:.2f}"
+        elif slower > max_latency_ratio:
+            v.status = "rejected"
+            v.reason = f"{slower:.2f}× fp32 latency at batch {lat_batch} (allowed ≤ {max_latency_ratio:.2f}×)"
+        else:
+            eligible.append(v)
+    smallest = min(eligible, key=lambda v: v.size_bytes)
+    near = [v for v in eligible if v.size_bytes <= smallest.size_bytes * 1.10]
+    best = min(near, key=lambda v: v.latency_ms[lat_batch])
+    for v in eligible:
+        if v is best:
+            continue
+        v.status = "rejected" if v.name != "fp32" else "baseline"
+        if v.size_bytes > smallest.size_bytes * 1.10:
+            mine, theirs = v.size_bytes / fp32.size_bytes, best.size_bytes / fp32.size_bytes
+            v.reason = f"larger: {mine:.2f}× fp32 vs {theirs:.2f}× for {best.name}"
+        else:
+            v.reason = f"as small but slower than {best.name} at batch {lat_batch}"
+    if best is fp32:
+        fp32.status = "chosen"
+        fp32.reason = "no quantized variant kept accuracy without slowing down: kept fp32"
+        warnings.append(fp32.reason)
+    else:
+        best.status = "chosen"
+        best.reason = (
+            f"smallest within the accuracy budget ({best.size_bytes / fp32.size_bytes:.2f}× size, "
+            f"{best.latency_ms[lat_batch] / fp32.latency_ms[lat_batch]:.2f}× latency at batch {lat_batch})"
+        )
+    return best.name
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return (
+        (text.splitlines()[0][:300] if text else type(exc).__name__) if exc is not None else "unknown error"
+    )
