@@ -4,7 +4,6 @@ runtime app under uvicorn in a thread, and scripted stdlib servers), and small r
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import socket
 import threading
@@ -132,6 +131,7 @@ class AppServer:
         app = create_app(source, settings=Settings.from_env(**settings))
         self.keys: dict[str, int] = {}
         self.bodies: list[int] = []
+        self.inflight = self.max_inflight = 0
         self.lock = threading.Lock()
 
         async def counting(scope: dict, receive: Any, send: Any) -> None:
@@ -141,6 +141,14 @@ class AppServer:
                 with self.lock:
                     self.keys[key] = self.keys.get(key, 0) + 1
                     self.bodies.append(int(headers.get(b"content-length", b"0")))
+                    self.inflight += 1
+                    self.max_inflight = max(self.max_inflight, self.inflight)
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    with self.lock:
+                        self.inflight -= 1
+                return
             await app(scope, receive, send)
 
         self.sock = socket.socket()
@@ -236,11 +244,6 @@ class Stub:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-OK_PREDICTION = json.dumps(
-    {"model": "digits", "version": "1", "predictions": [[{"label": "7", "index": 7, "score": 0.9}]]}
-).encode()
 
 
 @pytest.fixture
