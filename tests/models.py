@@ -75,3 +75,92 @@ def digits_logreg(path: Path, *, version: int = 1) -> tuple[Path, float]:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path, accuracy
+
+
+def digit_jpeg(image_0_16: np.ndarray, quality: int = 95) -> bytes:
+    """A digits image (0–16) as a JPEG, upscaled to 32×32 so the codec has blocks to work with."""
+    from PIL import Image
+
+    pixels = np.clip(np.rint(image_0_16 * 255.0 / 16.0), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    image = Image.fromarray(pixels, mode="L").resize((32, 32), Image.Resampling.NEAREST)
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+TOPIC_WORDS = {
+    "sports": "goal match team score player coach league season win referee stadium ball",
+    "weather": "rain sun cloud storm wind forecast snow cold warm humid thunder sky",
+    "food": "pizza bread cheese recipe cook oven salad soup spicy dinner sauce taste",
+}
+TOPIC_FILLER = "the a today really very and with some of this that our"
+
+
+def topics_corpus(per_class: int = 80, seed: int = 0) -> tuple[list[str], list[int], list[str]]:
+    """A small generated corpus: (texts, label ids, label names); each text mixes topic words and filler."""
+    rng = np.random.default_rng(seed)
+    labels = sorted(TOPIC_WORDS)
+    filler = TOPIC_FILLER.split()
+    texts, ys = [], []
+    for y, label in enumerate(labels):
+        words = TOPIC_WORDS[label].split()
+        for _ in range(per_class):
+            picked = list(rng.choice(words, size=int(rng.integers(2, 5)))) + list(rng.choice(filler, size=3))
+            rng.shuffle(picked)
+            texts.append(" ".join(picked).capitalize() + rng.choice([".", "!", "?"]))
+            ys.append(y)
+    return texts, ys, labels
+
+
+def topics_bow(path: Path, *, output_mode: str = "multi_hot", version: int = 1) -> tuple[Path, float]:
+    """A real text classifier without TensorFlow: bag of words → MatMul → Add → Softmax (sklearn-trained).
+
+    Its ``onnxfn.preprocess`` is a Keras-style vocab (``""`` and ``[UNK]`` first) with ``output_mode``
+    ``multi_hot`` or ``count``, so the runtime's TextPreprocessor builds the input. Returns (path, accuracy).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from sklearn.linear_model import LogisticRegression
+
+    from onnxfn.runtime import ModelMetadata
+    from onnxfn.runtime.preprocess import TextPreprocessor
+
+    texts, ys, labels = topics_corpus()
+    words = {w for topic in TOPIC_WORDS.values() for w in topic.split()} | set(TOPIC_FILLER.split())
+    vocab = ["", "[UNK]", *sorted(words)]
+    spec = {"vocab": vocab, "output_mode": output_mode, "max_len": 64, "lowercase": True}
+    features = TextPreprocessor(spec, dtype=np.float32)(texts)
+    order = np.random.default_rng(1).permutation(len(texts))
+    split = int(0.75 * len(order))
+    train, test = order[:split], order[split:]
+    y = np.asarray(ys)
+    clf = LogisticRegression(max_iter=2000).fit(features[train], y[train])
+    accuracy = float(clf.score(features[test], y[test]))
+    w = numpy_helper.from_array(clf.coef_.T.astype(np.float32), "W")
+    b = numpy_helper.from_array(clf.intercept_.astype(np.float32), "B")
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "topics_bow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", len(vocab)])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
+        initializer=[w, b],
+    )
+    opsets = [helper.make_opsetid("", 17)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="onnxfn-tests")
+    model.ir_version = 8
+    ModelMetadata(
+        task="text-classification",
+        labels=labels,
+        preprocess=spec,
+        source={"trainer": "sklearn LogisticRegression on a generated corpus"},
+        version=version,
+    ).write(model)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path, accuracy

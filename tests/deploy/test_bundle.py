@@ -1,0 +1,180 @@
+"""``onnxfn bundle``: what goes in the Lambda zip, what stays out, reproducibility, limits, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from onnxfn import _bundle
+from onnxfn.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- fast: no pip ------------------------------------------------------------------------------
+
+
+def test_serve_requirements_are_pyprojects_serve_extra_without_uvicorn():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!~;\[ ]", r)[0].lower() for r in extras["serve"]} - {"uvicorn"}
+    base = {
+        re.split(r"[<>=!~;\[ ]", r)[0].lower()
+        for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    assert {re.split(r"[<>=]", r)[0] for r in _bundle.SERVE_REQUIREMENTS} == names | base
+
+
+def test_bundle_subcommand_is_registered(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bundle", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--arch", "--python", "--models-from", "-o"):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bundle", "/does/not/exist", "-o", "{tmp}"], "does not exist"),
+        (["bundle", "-o", "{tmp}"], "MODEL_DIR"),
+        (["bundle", "{models}", "--models-from", "s3://b/p", "-o", "{tmp}"], "not both"),
+        (["bundle", "--models-from", "http://b/p", "-o", "{tmp}"], "s3://bucket/prefix"),
+        (["bundle", "{models}", "--python", "twelve", "-o", "{tmp}"], "--python"),
+    ],
+)
+def test_user_errors_exit_2_with_a_clear_message(argv, message, tmp_path, digits_dir, capsys):
+    argv = [a.format(tmp=tmp_path, models=digits_dir) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing half-built
+
+
+def test_unknown_arch_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bundle", "models", "--arch", "riscv64"])
+    assert exc.value.code == 2
+
+
+def test_models_are_verified_against_the_manifest(tmp_path, digits_dir):
+    broken = tmp_path / "models"
+    broken.mkdir()
+    (broken / "digits.onnx").write_bytes((digits_dir / "digits.onnx").read_bytes() + b"tampered")
+    (broken / "manifest.json").write_text((digits_dir / "manifest.json").read_text())
+    with pytest.raises(ValueError, match="sha256"):
+        _bundle._stage_models(broken, tmp_path / "stage")
+
+
+def test_a_single_model_file_gets_a_manifest(tmp_path, digits_model):
+    names = _bundle._stage_models(digits_model, tmp_path / "stage")
+    assert names == ["digits"]
+    manifest = json.loads((tmp_path / "stage" / "manifest.json").read_text())
+    assert manifest["models"]["digits"]["file"] == "digits.onnx"
+
+
+def test_limits_fail_with_the_size_table_and_a_way_out():
+    report = _bundle.BundleReport(
+        path="dist/onnxfn-lambda.zip", sha256="0" * 64, arch="arm64", python="3.12",
+        zipped=60 * _bundle.MiB, unzipped=200 * _bundle.MiB, files=3,
+        packages=[_bundle.PackageSize("onnxruntime", "1.0", 1, 100 * _bundle.MiB, 40 * _bundle.MiB)],
+        trimmed=[], models=["big"],
+    )  # fmt: skip
+    with pytest.raises(_bundle.BundleTooLarge) as exc:
+        _bundle.enforce_limits(report)
+    text = str(exc.value)
+    assert "60.0 MB zipped" in text and "onnxruntime" in text and "--models-from s3://" in text
+    report.zipped, report.unzipped = 49 * _bundle.MiB, 251 * _bundle.MiB
+    with pytest.raises(_bundle.BundleTooLarge, match=r"251\.0 MB unzipped"):
+        _bundle.enforce_limits(report)
+    report.unzipped = 249 * _bundle.MiB
+    _bundle.enforce_limits(report)
+
+
+def test_platform_tags_cover_lambdas_glibc():
+    tags = _bundle.platform_tags("aarch64")
+    assert tags[0] == "manylinux_2_34_aarch64" and "manylinux_2_17_aarch64" in tags
+    assert "manylinux_2_35_aarch64" not in tags  # newer than Amazon Linux 2023's glibc
+
+
+def test_elf_reader_finds_needed_libraries():
+    import onnxruntime
+
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    pybind = next(capi.glob("onnxruntime_pybind11_state*.so"))
+    needed = _bundle.elf_needed(pybind)
+    assert needed is not None and any(n.startswith("libc.so") for n in needed)
+    assert _bundle.elf_needed(Path(onnxruntime.__file__)) is None  # not an ELF file
+
+
+# -- slow: a real build (manylinux wheels from PyPI, cached by pip) -----------------------------
+
+
+@pytest.mark.slow
+def test_bundle_has_the_runtime_and_serve_deps_only(local_bundle):
+    with zipfile.ZipFile(local_bundle.path) as zf:
+        names = zf.namelist()
+        infos = zf.infolist()
+    assert names == sorted(names)
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    tops = {n.split("/", 1)[0] for n in names}
+    for required in ("onnxfn", "onnxruntime", "numpy", "fastapi", "starlette", "pydantic", "pydantic_core",
+                     "mangum", "PIL", "python_multipart", "anyio", "models"):  # fmt: skip
+        assert required in tops, required
+    onnxfn_files = {n for n in names if n.startswith("onnxfn/")}
+    assert "onnxfn/__init__.py" in onnxfn_files and "onnxfn/runtime/aws.py" in onnxfn_files
+    assert all(n == "onnxfn/__init__.py" or n.startswith("onnxfn/runtime/") for n in onnxfn_files)
+    runtime_sources = {p.name for p in (ROOT / "runtime").glob("*.py")}
+    assert {Path(n).name for n in onnxfn_files if n.startswith("onnxfn/runtime/")} == runtime_sources
+    for forbidden in (
+        "tensorflow",
+        "keras",
+        "tf2onnx",
+        "onnx",
+        "uvicorn",
+        "boto3",
+        "botocore",
+        "tests",
+        "bin",
+    ):
+        assert forbidden not in tops, forbidden
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+    assert not [n for n in names if n.endswith("dist-info/RECORD")]
+    assert not [n for n in names if "/tests/" in n]
+    assert not [n for n in names if n.startswith("onnxruntime/") and "/transformers/" in n]
+    assert {"models/digits.onnx", "models/topics.onnx", "models/manifest.json"} <= set(names)
+    # importlib.metadata (fastapi, pydantic and onnxruntime ask it for versions) reads METADATA: kept.
+    for dist in ("fastapi", "pydantic", "onnxruntime", "numpy", "starlette"):
+        assert any(re.fullmatch(rf"{dist}-[^/]+\.dist-info/METADATA", n) for n in names), dist
+
+
+@pytest.mark.slow
+def test_size_report_and_limits(local_bundle):
+    report = local_bundle
+    assert report.zipped == Path(report.path).stat().st_size
+    assert report.zipped < _bundle.ZIPPED_LIMIT and report.unzipped < _bundle.UNZIPPED_LIMIT
+    assert sum(p.unzipped for p in report.packages) == report.unzipped
+    assert report.top(1)[0].name == "onnxruntime"
+    table = report.table()
+    for word in ("onnxruntime", "numpy", "total", "trimmed", "test suites", report.sha256):
+        assert word in table
+    assert {t.what for t in report.trimmed} >= {"bytecode caches", "test suites"} or report.trimmed
+
+
+@pytest.mark.slow
+def test_same_inputs_give_the_same_zip_and_the_cli_prints_its_report(
+    local_bundle, deploy_models, tmp_path, capsys
+):
+    """A second build, through the CLI, from the same models and pins: byte-identical."""
+    argv = ["bundle", str(deploy_models), "-o", str(tmp_path), "--arch", local_bundle.arch,
+            "--python", local_bundle.python, "--json"]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["sha256"] == local_bundle.sha256
+    assert (tmp_path / "onnxfn-lambda.zip").read_bytes() == Path(local_bundle.path).read_bytes()
+    assert data["packages"][0]["name"] == "onnxruntime"
+    assert data["models"] == ["digits", "topics"]

@@ -1,0 +1,125 @@
+"""The unzipped bundle alone runs the Lambda handler: an isolated interpreter (``python -I -S``) with
+only the bundle on ``sys.path`` answers API Gateway HTTP API (v2) events, without TensorFlow."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deploy_helpers import run_probe
+from lambda_probe import http_api_event
+from models import digit_jpeg, digit_png
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def events(digits_data):
+    x_test = digits_data[1]
+    png, jpeg = digit_png(x_test[0]), digit_jpeg(x_test[1])
+    batch = {"instances": [base64.b64encode(digit_png(x)).decode() for x in x_test[2:6]]}
+    text = {"instances": ["Storm and rain in the forecast today", "Pizza with cheese and a spicy sauce"]}
+    octet = {"content-type": "application/octet-stream"}
+    return [
+        http_api_event("POST", "/predict", png, octet),
+        http_api_event("POST", "/predict", jpeg, {"content-type": "image/jpeg"}),
+        http_api_event("POST", "/predict", json.dumps(batch), {"content-type": "application/json"}),
+        http_api_event(
+            "POST", "/v1/models/topics:predict", json.dumps(text), {"content-type": "application/json"}
+        ),
+        http_api_event("GET", "/v2/health/ready"),
+        http_api_event("GET", "/v2/models/topics"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def bundle_run(unpacked_bundle, events, tmp_path_factory):
+    env = {"ONNXFN_MODEL_DIR": str(unpacked_bundle / "models")}
+    return run_probe(unpacked_bundle, events, tmp_path_factory.mktemp("probe"), env)
+
+
+def test_handler_answers_from_the_unzipped_bundle(bundle_run, digits_data):
+    responses, _ = bundle_run
+    assert [r["statusCode"] for r in responses] == [200] * len(responses), responses
+    bodies = [json.loads(r["body"]) for r in responses]
+    y_test = digits_data[3]
+    assert bodies[0]["model"] == "digits"
+    assert bodies[0]["predictions"][0][0]["label"] == str(y_test[0])
+    assert bodies[1]["predictions"][0][0]["label"] == str(y_test[1])
+    assert [p[0]["label"] for p in bodies[2]["predictions"]] == [str(y) for y in y_test[2:6]]
+    assert bodies[3]["model"] == "topics"
+    assert [p[0]["label"] for p in bodies[3]["predictions"]] == ["weather", "food"]
+    assert bodies[4] == {"ready": True}
+    assert bodies[5]["name"] == "topics"
+
+
+def test_everything_comes_from_the_bundle_and_nothing_from_tensorflow(bundle_run, unpacked_bundle):
+    _, summary = bundle_run
+    assert summary["tensorflow"] is False
+    assert summary["sys_path"][0] == str(unpacked_bundle)
+    assert not [p for p in summary["sys_path"] if "site-packages" in p]
+    outside = {
+        name: path for name, path in summary["modules"].items() if path and str(unpacked_bundle) not in path
+    }
+    assert not outside, outside
+    for package in (
+        "onnxfn.runtime.aws",
+        "onnxruntime",
+        "numpy",
+        "fastapi",
+        "pydantic",
+        "PIL.Image",
+        "mangum",
+    ):
+        assert package in summary["modules"], package
+
+
+def test_answers_equal_the_installed_packages(bundle_run, unpacked_bundle, events, tmp_path):
+    installed, _ = run_probe("-", events, tmp_path, {"ONNXFN_MODEL_DIR": str(unpacked_bundle / "models")})
+    for ours, theirs in zip(bundle_run[0], installed, strict=True):
+        assert ours["statusCode"] == theirs["statusCode"]
+        assert json.loads(ours["body"]) == json.loads(theirs["body"])
+
+
+def test_package_metadata_is_enough_for_importlib_metadata(unpacked_bundle):
+    code = (
+        "import sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if 'site-packages' not in p]\n"
+        "from importlib.metadata import version\n"
+        "for d in ('fastapi', 'pydantic', 'pydantic-core', 'starlette', 'onnxruntime', 'numpy', 'pillow',"
+        " 'mangum', 'python-multipart', 'anyio'): print(d, version(d))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(unpacked_bundle)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert len(out.splitlines()) == 10
+
+
+def test_handler_is_not_importable_without_the_bundle(tmp_path):
+    """The isolation is real: the same interpreter flags without the bundle cannot import the handler."""
+    code = (
+        "import sys; sys.path[:] = [p for p in sys.path if 'site-packages' not in p]\n"
+        "import onnxfn.runtime.aws\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr
+
+
+def test_models_load_from_lambda_task_root(unpacked_bundle, events, tmp_path):
+    """On Lambda ONNXFN_MODEL_DIR is empty (serverless.yml's default): models come from $LAMBDA_TASK_ROOT."""
+    env = {
+        "LAMBDA_TASK_ROOT": str(unpacked_bundle),
+        "ONNXFN_MODEL_DIR": "",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
+    }
+    responses, _ = run_probe(unpacked_bundle, events[:1], tmp_path, env)
+    assert responses[0]["statusCode"] == 200
+    assert Path(unpacked_bundle / "models" / "manifest.json").is_file()
