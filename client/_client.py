@@ -8,7 +8,6 @@ import math
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -23,6 +22,7 @@ from ._encode import encode_infer_request as _encode_infer
 from ._exceptions import (
     APIConnectionError,
     APIError,
+    AuthenticationError,
     BadRequestError,
     InvalidResponseError,
     NotFoundError,
@@ -118,7 +118,10 @@ class Client:
             self._headers[name.lower()] = value
         self._default_model: str | None = None
         self._input_names: dict[str, str] = {}
-        self._debug = log.isEnabledFor(logging.DEBUG)
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive (or None for no limit)")
+        if deadline is not None and deadline <= 0:
+            raise ValueError("deadline must be positive (or None for no limit)")
 
     @classmethod
     def local(
@@ -183,7 +186,7 @@ class Client:
         policy = retry or self.retry
         timeout = self.timeout if timeout is None else timeout
         clock = Deadline(self.deadline if deadline is None else deadline)
-        key = uuid.uuid4().hex
+        key = os.urandom(16).hex()
         hdrs = dict(self._headers)
         hdrs["idempotency-key"] = key
         if content_type:
@@ -191,11 +194,14 @@ class Client:
         if headers:
             hdrs.update({k.lower(): v for k, v in headers.items()})
         req = Request(method, path, params, hdrs, body)
+        debug = log.isEnabledFor(logging.DEBUG)
         attempt = 0
         while True:
             attempt += 1
             left = clock.remaining()
-            limit = timeout if left == math.inf else (left if timeout is None else min(timeout, left))
+            limit = (
+                timeout if left == math.inf else max(0.001, left if timeout is None else min(timeout, left))
+            )
             started = time.monotonic()
             error: OnnxfnError
             retry_after: float | None = None
@@ -206,7 +212,7 @@ class Client:
                 error, retryable = exc, exc.retryable
             else:
                 if resp.status < 400:
-                    if self._debug:
+                    if debug:
                         self._log_attempt(req, attempt, policy, started, resp.status, key)
                     return resp
                 retryable = resp.status in policy.statuses
@@ -220,7 +226,7 @@ class Client:
                     idempotency_key=key,
                     attempts=attempt,
                 )
-            if self._debug:
+            if debug:
                 self._log_attempt(req, attempt, policy, started, getattr(error, "status", None) or error, key)
             if not retryable:
                 raise error
@@ -238,7 +244,7 @@ class Client:
                 wait_for = policy.backoff(attempt - 1)
             if wait_for >= clock.remaining():
                 raise _exhausted(error, attempt, clock)
-            if self._debug:
+            if debug:
                 log.debug("retrying %s %s in %.3f s (idempotency-key %s)", method, path, wait_for, key)
             time.sleep(wait_for)
 
@@ -397,9 +403,11 @@ class Client:
                     pending.add(executor.submit(run.send, chunk))
                 if bar is not None:
                     bar.update(run.take_item_errors())
-                while len(pending) >= 2 * concurrency or (pending and run.failed):
+                while len(pending) >= 2 * concurrency:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     run.collect(done, bar)
+            if run.failed:  # do not start what is queued; let what is in flight finish
+                pending = {f for f in pending if not f.cancel()}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 run.collect(done, bar)
@@ -583,6 +591,7 @@ class _BatchRun:
         self.count = 0
         self.requests = 0
         self.failures: dict[int, BaseException] = {}
+        self.fatal: BaseException | None = None  # wrong key or model: no point sending the rest
         self._item_errors = 0
         self._lock = threading.Lock()
 
@@ -639,6 +648,11 @@ class _BatchRun:
 
     def send(self, chunk: list[tuple[int, Encoded]]) -> int:
         """Send one chunk (bisecting on 400/413) and store its results; returns the items it settled."""
+        if self.fatal is not None or self.failed:
+            for index, _ in chunk:
+                if self.fatal is not None:
+                    self._fail(index, self.fatal)
+            return len(chunk)
         try:
             predictions = self.client._predict_items(
                 [item for _, item in chunk], self.model, self.top_k, self.timeout, self.deadline
@@ -659,6 +673,8 @@ class _BatchRun:
         except OnnxfnError as exc:
             with self._lock:
                 self.requests += 1
+                if isinstance(exc, (AuthenticationError, NotFoundError)):
+                    self.fatal = exc
             for index, _ in chunk:
                 self._fail(index, exc)
             return len(chunk)

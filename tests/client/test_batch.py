@@ -141,3 +141,16 @@ def test_lost_answers_are_retried_with_the_same_idempotency_key(app_server, digi
     # a lost answer means the server ran that request again, under the same key; nothing else repeats
     assert len(srv.keys) == 100
     assert sum(n - 1 for n in srv.keys.values()) == proxy.faults["drop_after"] > 5
+
+
+def test_a_wrong_key_stops_the_batch_after_one_request(stub, digit_pngs):
+    from onnxfn.client import AuthenticationError
+
+    s = stub(lambda seen, n: (401, {"x-request-id": "r1"}, b'{"error": "invalid API key"}'))
+    with Client(s.url, api_key="wrong") as c:
+        result = c.predict_batch(digit_pngs[:100], batch_size=10, max_concurrency=1, return_exceptions=True)
+        assert len(result.errors) == 100
+        assert all(isinstance(e, AuthenticationError) for e in result.errors.values())
+        assert len(s.seen) == 1
+        with pytest.raises(AuthenticationError, match="invalid API key"):
+            c.predict_batch(digit_pngs[:100], batch_size=10, max_concurrency=2)
