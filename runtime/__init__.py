@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import APIError, BadRequest, NotFound, NotReady, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from ._errors import (
+    APIError,
+    BadRequest,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from ._metadata import ModelMetadata
 from ._settings import Settings
 

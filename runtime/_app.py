@@ -15,9 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ._auth import OPEN_PATHS
 from ._errors import APIError, BadRequest, NotReady
 from ._middleware import RequestMiddleware, json_error
 from ._model import Model
+from ._openapi import install as install_openapi
+from ._openapi import request_body, responses
 from ._predict import decode_image_instances, read_instances
 from ._repository import ModelRepository
 from ._settings import Settings
@@ -57,7 +60,9 @@ def create_app(
     global _warned_open
     if not settings.api_key_hashes and not _warned_open:
         _warned_open = True
-        log.warning(json.dumps({"event": "open_server", "message": "no ONNXFN_API_KEY_HASHES: every route is open"}))
+        log.warning(
+            json.dumps({"event": "open_server", "message": "no ONNXFN_API_KEY_HASHES: every route is open"})
+        )
 
     app = FastAPI(
         title="onnxfn",
@@ -87,20 +92,36 @@ def create_app(
             ) from None
 
     # -- health and metadata -------------------------------------------------------------------
-    @app.get("/v2/health/live", tags=["health"], summary="Liveness")
+    @app.get("/v2/health/live", tags=["health"], summary="Liveness", responses=responses("Live"))
     async def live() -> Response:
         return json_response({"live": True})
 
-    @app.get("/v2/health/ready", tags=["health"], summary="Readiness: at least one model is loaded")
+    @app.get(
+        "/v2/health/ready",
+        tags=["health"],
+        summary="Readiness: at least one model is loaded",
+        responses={
+            **responses("Ready"),
+            503: {
+                "description": "No model loaded",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}},
+            },
+        },
+    )
     async def ready() -> Response:
         ok = len(repository) > 0
         return json_response({"ready": ok}, status=200 if ok else 503)
 
-    @app.get("/v2", tags=["metadata"], summary="Server metadata")
+    @app.get("/v2", tags=["metadata"], summary="Server metadata", responses=responses("ServerMetadata"))
     async def server_metadata() -> Response:
         return json_response({"name": "onnxfn", "version": __version__, "extensions": ["binary_tensor_data"]})
 
-    @app.get("/v1/models", tags=["metadata"], summary="The models this server has")
+    @app.get(
+        "/v1/models",
+        tags=["metadata"],
+        summary="The models this server has",
+        responses=responses("ModelList"),
+    )
     async def list_models() -> Response:
         return json_response(
             {
@@ -112,34 +133,56 @@ def create_app(
             }
         )
 
-    @app.get("/v2/models/{name}", tags=["metadata"], summary="Model metadata")
-    @app.get("/v2/models/{name}/versions/{version}", tags=["metadata"], summary="Model metadata (one version)")
+    meta_responses = responses("ModelMetadata", 404)
+    ready_responses = responses("ModelReady", 404)
+
+    @app.get("/v2/models/{name}", tags=["metadata"], summary="Model metadata", responses=meta_responses)
+    @app.get(
+        "/v2/models/{name}/versions/{version}",
+        tags=["metadata"],
+        summary="Model metadata (one version)",
+        responses=meta_responses,
+    )
     async def model_metadata(name: str, version: str | None = None) -> Response:
         return json_response(repository.get(name, version).describe())
 
-    @app.get("/v2/models/{name}/ready", tags=["health"], summary="Model readiness")
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["health"], summary="Model readiness (one version)")
+    @app.get("/v2/models/{name}/ready", tags=["health"], summary="Model readiness", responses=ready_responses)
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        tags=["health"],
+        summary="Model readiness (one version)",
+        responses=ready_responses,
+    )
     async def model_ready(name: str, version: str | None = None) -> Response:
         model = repository.get(name, version)
         return json_response({"name": model.name, "ready": True})
 
     # -- inference -----------------------------------------------------------------------------
-    infer_doc = {
-        "requestBody": {
-            "required": True,
+    infer_doc = request_body("application/json", "application/octet-stream", schema="InferRequest")
+    infer_responses = {
+        **responses("InferResponse", 404, 503),
+        200: {
+            "description": "Output tensors: JSON, or a JSON header + binary tensors (binary-data extension)",
             "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferResponse"}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
     }
 
-    @app.post("/v2/models/{name}/infer", tags=["inference"], summary="KServe V2 inference", openapi_extra=infer_doc)
+    @app.post(
+        "/v2/models/{name}/infer",
+        tags=["inference"],
+        summary="KServe V2 inference",
+        openapi_extra=infer_doc,
+        responses=infer_responses,
+    )
     @app.post(
         "/v2/models/{name}/versions/{version}/infer",
         tags=["inference"],
         summary="KServe V2 inference (one version)",
         openapi_extra=infer_doc,
+        responses=infer_responses,
     )
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = repository.get(name, version)
@@ -154,23 +197,15 @@ def create_app(
         media = headers.pop("content-type")
         return Response(content, media_type=media, headers=headers)
 
-    predict_doc = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                    }
-                },
-            },
-        }
-    }
+    predict_doc = request_body(
+        "application/octet-stream",
+        "image/png",
+        "image/jpeg",
+        "multipart/form-data",
+        "application/json",
+        schema="PredictRequest",
+    )
+    predict_responses = responses("PredictResponse", 404, 415, 503)
 
     async def predict(request: Request, name: str | None) -> Response:
         model = repository.get(name)
@@ -196,16 +231,26 @@ def create_app(
         return json_response(payload)
 
     @app.post(
-        "/v1/models/{name}:predict", tags=["predict"], summary="Classify images or text", openapi_extra=predict_doc
+        "/v1/models/{name}:predict",
+        tags=["predict"],
+        summary="Classify images or text",
+        openapi_extra=predict_doc,
+        responses=predict_responses,
     )
     async def predict_named(name: str, request: Request) -> Response:
         return await predict(request, name)
 
-    @app.post("/predict", tags=["predict"], summary="Classify with the default model", openapi_extra=predict_doc)
+    @app.post(
+        "/predict",
+        tags=["predict"],
+        summary="Classify with the default model",
+        openapi_extra=predict_doc,
+        responses=predict_responses,
+    )
     async def predict_default(request: Request) -> Response:
         return await predict(request, None)
 
-    _add_schemas(app)
+    install_openapi(app, OPEN_PATHS)
     return app
 
 
@@ -230,7 +275,9 @@ def _predict_scores(model: Model, instances: list[Any], timings: dict[str, float
 def _install_error_handlers(app: FastAPI) -> None:
     def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
         request_id = request.scope.get("state", {}).get("request_id")
-        return Response(json_error(status, message, request_id), status, headers, media_type="application/json")
+        return Response(
+            json_error(status, message, request_id), status, headers, media_type="application/json"
+        )
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> Response:
@@ -250,61 +297,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(request, 400, f"invalid request: {where}: {first.get('msg', 'invalid')}")
-
-
-def _add_schemas(app: FastAPI) -> None:
-    """Describe the JSON bodies the handlers parse by hand, so /openapi.json is precise."""
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = original()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["InferInput"] = {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                "datatype": {
-                    "type": "string",
-                    "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                             "FP16", "FP32", "FP64", "BYTES"],
-                },
-                "parameters": {"type": "object"},
-                "data": {"type": "array"},
-            },
-        }
-        components["InferRequest"] = {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/InferInput"}},
-                "outputs": {
-                    "type": "array",
-                    "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
-                },
-            },
-        }
-        components["PredictRequest"] = {
-            "type": "object",
-            "required": ["instances"],
-            "properties": {
-                "instances": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"description": "base64 image, text, or a numeric array"},
-                },
-                "top_k": {"type": "integer", "minimum": 1},
-            },
-        }
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -328,7 +320,12 @@ class _JsonFormatter(logging.Formatter):
                 payload = {"message": message}
         except ValueError:
             payload = {"message": message}
-        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, **payload}
+        out = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            **payload,
+        }
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)

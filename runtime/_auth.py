@@ -7,7 +7,9 @@ import hashlib
 import hmac
 import secrets
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset(
+    {"/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+)
 
 
 def hash_key(key: str) -> str:

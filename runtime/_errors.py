@@ -1,12 +1,12 @@
 """Errors the runtime answers with: each maps to one HTTP status and a JSON body ``{"error": ...}``.
 
-    APIError
-    ├── BadRequest            400  malformed, undecodable, wrong shape/dtype, non-finite numbers
-    ├── Unauthorized          401  missing or wrong API key
-    ├── NotFound              404  unknown model, version or route
-    ├── PayloadTooLarge       413  body or batch above the limit
-    ├── UnsupportedMediaType  415  a body the API cannot read
-    └── NotReady              503  no model loaded
+APIError
+├── BadRequest            400  malformed, undecodable, wrong shape/dtype, non-finite numbers
+├── Unauthorized          401  missing or wrong API key
+├── NotFound              404  unknown model, version or route
+├── PayloadTooLarge       413  body or batch above the limit
+├── UnsupportedMediaType  415  a body the API cannot read
+└── NotReady              503  no model loaded
 """
 
 from __future__ import annotations

@@ -57,7 +57,11 @@ class RequestMiddleware:
                 info["status"] = message["status"]
                 timings["total"] = (time.perf_counter() - start) * 1000
                 timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timings.items())
-                message["headers"] = [*message.get("headers", []), *extra, (b"server-timing", timing.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *extra,
+                    (b"server-timing", timing.encode()),
+                ]
                 info["started"] = True
             elif message["type"] == "http.response.body":
                 info["bytes_out"] += len(message.get("body", b""))
@@ -72,10 +76,16 @@ class RequestMiddleware:
 
         try:
             path = scope.get("path", "")
-            if self.hashes and path not in OPEN_PATHS and not authorized(key_from_headers(headers), self.hashes):
+            if (
+                self.hashes
+                and path not in OPEN_PATHS
+                and not authorized(key_from_headers(headers), self.hashes)
+            ):
                 has_key = key_from_headers(headers) is not None
                 raise Unauthorized(
-                    "invalid API key" if has_key else "missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
+                    "invalid API key"
+                    if has_key
+                    else "missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
                     headers={"www-authenticate": "Bearer"},
                 )
             length = headers.get("content-length")

@@ -133,7 +133,9 @@ class Model:
             )
         unknown = [name for name in feeds if name not in self.input_names]
         if unknown:
-            raise BadRequest(f"model {self.name!r} has no input {unknown[0]!r}; inputs: {sorted(self.input_names)}")
+            raise BadRequest(
+                f"model {self.name!r} has no input {unknown[0]!r}; inputs: {sorted(self.input_names)}"
+            )
         names = outputs or [spec.name for spec in self.outputs]
         for name in names:
             if name not in self.output_names:
@@ -198,7 +200,11 @@ class Model:
         for row, idx in zip(scores, order, strict=True):
             out.append(
                 [
-                    {"label": labels[i] if i < len(labels) else str(int(i)), "index": int(i), "score": float(row[i])}
+                    {
+                        "label": labels[i] if i < len(labels) else str(int(i)),
+                        "index": int(i),
+                        "score": float(row[i]),
+                    }
                     for i in idx
                 ]
             )
@@ -211,7 +217,9 @@ class Model:
             "versions": [self.version],
             "platform": "onnxruntime_onnx",
             "inputs": [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape()} for s in self.inputs],
-            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape()} for s in self.outputs],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": s.v2_shape()} for s in self.outputs
+            ],
             "parameters": {
                 "task": self.task,
                 "labels": self.labels,

@@ -32,7 +32,7 @@ async def read_instances(request: Any, max_batch: int) -> tuple[list[Any], int |
             return parse_json(body)
         raise UnsupportedMediaType(
             "cannot tell what the body is: send an image with Content-Type image/png (or application/octet-stream), "
-            "or JSON {\"instances\": [...]} with Content-Type application/json"
+            'or JSON {"instances": [...]} with Content-Type application/json'
         )
     raise UnsupportedMediaType(
         f"unsupported Content-Type {content_type!r}: use image/*, application/octet-stream, "
@@ -48,7 +48,9 @@ def parse_json(body: bytes) -> tuple[list[Any], int | None]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f'body is not valid JSON ({exc}): send {{"instances": [...]}}') from None
     if not isinstance(payload, dict) or "instances" not in payload:
-        raise BadRequest('JSON body needs an "instances" list, e.g. {"instances": ["<base64 PNG>"], "top_k": 3}')
+        raise BadRequest(
+            'JSON body needs an "instances" list, e.g. {"instances": ["<base64 PNG>"], "top_k": 3}'
+        )
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise BadRequest('"instances" must be a list')

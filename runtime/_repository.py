@@ -38,7 +38,9 @@ def valid_name(name: str) -> bool:
 class ModelRepository:
     """The models one app serves, by name, with a default."""
 
-    def __init__(self, models: dict[str, Model], default: str | None = None, errors: dict[str, str] | None = None):
+    def __init__(
+        self, models: dict[str, Model], default: str | None = None, errors: dict[str, str] | None = None
+    ):
         self.models = models
         self.errors = errors or {}
         if default is not None and default not in models:
@@ -101,7 +103,9 @@ class ModelRepository:
         if not models and not errors:
             raise FileNotFoundError(f"no models in {path}: expected *.onnx files or a {MANIFEST}")
         if default is not None and default not in models:
-            raise ValueError(f"ONNXFN_DEFAULT_MODEL={default!r} is not among the loaded models {sorted(models)}")
+            raise ValueError(
+                f"ONNXFN_DEFAULT_MODEL={default!r} is not among the loaded models {sorted(models)}"
+            )
         return cls(models, default=default, errors=errors)
 
     def get(self, name: str | None, version: str | None = None) -> Model:
@@ -130,7 +134,9 @@ def _read_manifest(path: Path) -> dict[str, dict]:
         if not isinstance(entries, dict):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise ValueError(f'{path} is not a manifest: expected {{"models": {{"NAME": {{"file", "sha256"}}}}}}') from None
+        raise ValueError(
+            f'{path} is not a manifest: expected {{"models": {{"NAME": {{"file", "sha256"}}}}}}'
+        ) from None
     return entries
 
 

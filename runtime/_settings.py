@@ -62,7 +62,9 @@ class Settings:
     def from_env(cls, **overrides: object) -> Settings:
         """Settings from ``ONNXFN_*`` variables; keyword overrides win (``None`` means "not given")."""
         env = os.environ
-        hashes = tuple(h.strip().lower() for h in env.get("ONNXFN_API_KEY_HASHES", "").split(",") if h.strip())
+        hashes = tuple(
+            h.strip().lower() for h in env.get("ONNXFN_API_KEY_HASHES", "").split(",") if h.strip()
+        )
         settings = cls(
             model_dir=env.get("ONNXFN_MODEL_DIR") or _default_model_dir(),
             default_model=env.get("ONNXFN_DEFAULT_MODEL") or None,

@@ -79,7 +79,9 @@ def parse_request(body: bytes, header_length: str | None, model: Model, max_batc
                 f"batch of {array.shape[0]} in input {name!r} is above the limit of {max_batch} (ONNXFN_MAX_BATCH)"
             )
     if offset != len(binary):
-        raise BadRequest(f"binary section has {len(binary) - offset} bytes no input claims (binary_data_size)")
+        raise BadRequest(
+            f"binary section has {len(binary) - offset} bytes no input claims (binary_data_size)"
+        )
     params = header.get("parameters") or {}
     binary_default = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
     outputs = None
@@ -93,7 +95,9 @@ def parse_request(body: bytes, header_length: str | None, model: Model, max_batc
                 raise BadRequest("each requested output needs a 'name'")
             outputs.append(out["name"])
             p = out.get("parameters") or {}
-            wanted[out["name"]] = bool(p.get("binary_data", binary_default)) if isinstance(p, dict) else binary_default
+            wanted[out["name"]] = (
+                bool(p.get("binary_data", binary_default)) if isinstance(p, dict) else binary_default
+            )
     request_id = header.get("id")
     return InferRequest(
         id=str(request_id) if request_id is not None else None,
@@ -150,7 +154,11 @@ def _decode_input(item: dict, binary: memoryview, model: Model) -> tuple[np.ndar
                     raise BadRequest(f"input {name!r}: data must be numbers (ragged or text?)")
                 if datatype == "BOOL" and array.dtype != np.bool_:
                     raise BadRequest(f"input {name!r}: BOOL data must be true/false")
-                if array.dtype.kind == "f" and np.dtype(dtype).kind in "iub" and not np.all(np.mod(array, 1) == 0):
+                if (
+                    array.dtype.kind == "f"
+                    and np.dtype(dtype).kind in "iub"
+                    and not np.all(np.mod(array, 1) == 0)
+                ):
                     raise BadRequest(f"input {name!r} is {datatype}: got fractions")
                 array = array.astype(dtype).reshape(-1)
         except (ValueError, TypeError, OverflowError) as exc:
@@ -198,13 +206,19 @@ def encode_response(
         spec = model.output_names[name]
         entry: dict[str, Any] = {"name": name, "datatype": spec.datatype, "shape": list(array.shape)}
         if request.binary.get(name, request.binary_default):
-            raw = _pack_bytes(array) if spec.datatype == "BYTES" else np.ascontiguousarray(array).astype(
-                np.dtype(array.dtype).newbyteorder("<"), copy=False
-            ).tobytes()
+            raw = (
+                _pack_bytes(array)
+                if spec.datatype == "BYTES"
+                else np.ascontiguousarray(array)
+                .astype(np.dtype(array.dtype).newbyteorder("<"), copy=False)
+                .tobytes()
+            )
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif spec.datatype == "BYTES":
-            entry["data"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+            entry["data"] = [
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)
+            ]
         else:
             entry["data"] = array.reshape(-1).tolist()
         outputs.append(entry)

@@ -152,7 +152,7 @@ class ImagePreprocessor:
                 raise BadRequest(f"cannot decode {fmt} image (truncated or corrupt?): {exc}") from None
         try:
             image = ImageOps.exif_transpose(image)
-        except Exception:  # noqa: BLE001 - a broken EXIF block must not fail an otherwise good image
+        except Exception:
             pass
         if image.mode != self.color:
             if image.mode in ("P", "PA"):  # palette images convert cleanly only through RGBA

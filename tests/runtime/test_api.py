@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from models import digit_png
-
 from onnxfn.runtime import Settings, create_app
 from onnxfn.runtime._auth import hash_key
 
@@ -75,7 +74,12 @@ def test_v2_infer_json_and_binary(client, digits_data):
     x = digits_data[1][:3, :, :, None].astype(np.float32)
     r = client.post(
         "/v2/models/digits/infer",
-        json={"id": "42", "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]},
+        json={
+            "id": "42",
+            "inputs": [
+                {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+            ],
+        },
     )
     assert r.status_code == 200, r.text
     out = r.json()
@@ -84,14 +88,24 @@ def test_v2_infer_json_and_binary(client, digits_data):
 
     header = json.dumps(
         {
-            "inputs": [{"name": "input", "shape": [3, 8, 8, 1], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}],
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [3, 8, 8, 1],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
             "parameters": {"binary_data_output": True},
         }
     ).encode()
     r = client.post(
         "/v2/models/digits/infer",
         content=header + x.astype("<f4").tobytes(),
-        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+        headers={
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+        },
     )
     assert r.status_code == 200, r.text
     n = int(r.headers["inference-header-content-length"])
@@ -129,7 +143,9 @@ def test_bad_predict_input_is_a_clear_4xx(client, kwargs, status, fragment):
 def test_nan_and_wrong_shapes_in_v2(client):
     def infer(inp):
         body = json.dumps({"inputs": [inp]})  # json.dumps writes NaN as the bare token NaN
-        return client.post("/v2/models/digits/infer", content=body, headers={"content-type": "application/json"})
+        return client.post(
+            "/v2/models/digits/infer", content=body, headers={"content-type": "application/json"}
+        )
 
     base = {"name": "input", "shape": [1, 8, 8, 1], "datatype": "FP32"}
     r = infer({**base, "data": [float("nan")] + [0.0] * 63})
@@ -154,7 +170,9 @@ def test_unknown_things_are_404_and_405(client):
 
 
 def test_request_and_idempotency_ids_are_echoed(client, png):
-    r = client.post("/predict", content=png, headers={"content-type": "image/png", "idempotency-key": "abc-123"})
+    r = client.post(
+        "/predict", content=png, headers={"content-type": "image/png", "idempotency-key": "abc-123"}
+    )
     assert r.headers["idempotency-key"] == "abc-123"
     assert len(r.headers["x-request-id"]) >= 16
     r = client.post("/predict", content=png, headers={"content-type": "image/png", "x-request-id": "req-1"})
@@ -170,6 +188,11 @@ def test_auth(digits_dir, png):
         assert r.status_code == 401 and "missing API key" in r.json()["error"]
         r = c.post("/predict", content=png, headers={"content-type": "image/png", "x-api-key": "k3"})
         assert r.status_code == 401 and "invalid API key" in r.json()["error"]
-        assert c.post("/predict", content=png, headers={"content-type": "image/png", "x-api-key": "k2"}).status_code == 200
+        assert (
+            c.post(
+                "/predict", content=png, headers={"content-type": "image/png", "x-api-key": "k2"}
+            ).status_code
+            == 200
+        )
         assert c.get("/v2/models/digits", headers={"authorization": "Bearer k1"}).status_code == 200
         assert c.get("/v2", headers={"authorization": "Basic k1"}).status_code == 401

@@ -7,7 +7,6 @@ import importlib
 import json
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -50,7 +49,13 @@ def test_json_base64_batch_and_top_k(handler, digits_data, kind):
     instances = [base64.b64encode(digit_png(img)).decode() for img in x_test[:5]]
     payload = json.dumps({"instances": instances, "top_k": 3})
     response = handler(
-        event(kind, path="/v1/models/digits:predict", body=payload, headers={"content-type": "application/json"}, binary=False),
+        event(
+            kind,
+            path="/v1/models/digits:predict",
+            body=payload,
+            headers={"content-type": "application/json"},
+            binary=False,
+        ),
         LambdaContext(),
     )
     assert response["statusCode"] == 200, response_body(response)
@@ -87,7 +92,14 @@ def test_v2_binary_infer_round_trips_through_base64(handler, digits_data):
     x = (x_test[:4, :, :, None]).astype("<f4")
     header = json.dumps(
         {
-            "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}],
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
             "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
         }
     ).encode()
@@ -96,7 +108,10 @@ def test_v2_binary_infer_round_trips_through_base64(handler, digits_data):
             "http_api_v2",
             path="/v2/models/digits/infer",
             body=header + x.tobytes(),
-            headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+            headers={
+                "content-type": "application/octet-stream",
+                "inference-header-content-length": str(len(header)),
+            },
         ),
         LambdaContext(),
     )
@@ -127,8 +142,14 @@ out["bearer"] = r["statusCode"]
 out["tf"] = "tensorflow" in sys.modules
 print(json.dumps(out))
 """
-    env = {"ONNXFN_MODEL_DIR": str(digits_dir), "ONNXFN_API_KEY_HASHES": hash_key("s3cret"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        "ONNXFN_MODEL_DIR": str(digits_dir),
+        "ONNXFN_API_KEY_HASHES": hash_key("s3cret"),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {"none": 401, "wrong": 401, "health": 200, "bearer": 200, "tf": False}

@@ -8,10 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from onnxfn.runtime import BadRequest
 from onnxfn.runtime.preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, sniff_image
+from PIL import Image
 
 SPEC = {"size": [8, 8], "color": "L", "scale": 1 / 255}
 
@@ -40,7 +39,9 @@ def test_every_format_decodes_to_the_model_shape(fmt):
 
 def test_layouts_normalisation_and_flatten():
     data = encode(gradient(mode="L"), "PNG")
-    nchw = ImagePreprocessor({"size": [8, 8], "color": "RGB", "layout": "NCHW", "mean": [0.5] * 3, "std": [0.5] * 3})
+    nchw = ImagePreprocessor(
+        {"size": [8, 8], "color": "RGB", "layout": "NCHW", "mean": [0.5] * 3, "std": [0.5] * 3}
+    )
     out = nchw([data])
     assert out.shape == (1, 3, 8, 8) and -1.0 <= out.min() and out.max() <= 1.0
     flat = ImagePreprocessor(SPEC, flatten=True)([data])
@@ -77,7 +78,12 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_pixel_limit_stops_bombs_before_decoding():

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import requests
 from models import digits_logreg
-from servers import free_port
-
 from onnxfn.runtime import NotFound, load_models, write_manifest
 from onnxfn.runtime._settings import Settings, default_threads
+from servers import free_port
 
 
 @pytest.fixture
@@ -37,7 +36,10 @@ def test_directory_with_manifest_verifies_and_versions(two_models):
     repo = load_models(two_models, default="b")
     assert sorted(repo.models) == ["a", "b"] and repo.default == "b"
     assert repo.get("b").version == "3"
-    assert repo.get("a").sha256 == json.loads((two_models / "manifest.json").read_text())["models"]["a"]["sha256"]
+    assert (
+        repo.get("a").sha256
+        == json.loads((two_models / "manifest.json").read_text())["models"]["a"]["sha256"]
+    )
     with pytest.raises(NotFound, match="no version '1'"):
         repo.get("b", "1")
     with pytest.raises(NotFound, match="available models: a, b"):
@@ -56,13 +58,17 @@ def test_corrupted_model_is_refused_and_the_others_still_served(two_models, capl
         logger.removeHandler(caplog.handler)
     assert list(repo.models) == ["b"]
     assert "sha256 mismatch for a.onnx" in repo.errors["a"]
-    assert any("model_refused" in r.getMessage() and "sha256 mismatch" in r.getMessage() for r in caplog.records)
+    assert any(
+        "model_refused" in r.getMessage() and "sha256 mismatch" in r.getMessage() for r in caplog.records
+    )
     with pytest.raises(NotFound, match="failed to load: sha256 mismatch"):
         repo.get("a")
 
 
 def test_manifest_cannot_point_outside_the_directory(tmp_path, digits_model):
-    (tmp_path / "manifest.json").write_text(json.dumps({"models": {"x": {"file": "../../etc/passwd", "sha256": "0" * 64}}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"models": {"x": {"file": "../../etc/passwd", "sha256": "0" * 64}}})
+    )
     assert "outside the model directory" in load_models(tmp_path).errors["x"]
     with pytest.raises(FileNotFoundError, match="neither an .onnx file nor a directory"):
         load_models(tmp_path / "missing")
@@ -137,7 +143,10 @@ def test_s3_source_downloads_once_and_verifies(moto_server, two_models, tmp_path
     probs = repo.get("b").predict([np.zeros((8, 8, 1), np.float32)])
     assert probs.shape == (1, 10)
     # Second load uses the cache: the bucket can even be gone.
-    s3.delete_objects(Bucket="models", Delete={"Objects": [{"Key": f"prod/{n}"} for n in ("a.onnx", "b.onnx", "manifest.json")]})
+    s3.delete_objects(
+        Bucket="models",
+        Delete={"Objects": [{"Key": f"prod/{n}"} for n in ("a.onnx", "b.onnx", "manifest.json")]},
+    )
     assert sorted(load_models("s3://models/prod/", cache_dir=cache).models) == ["a", "b"]
     with pytest.raises(FileNotFoundError, match="nothing under s3://models/empty"):
         load_models("s3://models/empty/", cache_dir=cache)

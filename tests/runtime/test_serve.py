@@ -19,7 +19,11 @@ def test_serve_answers_over_http_and_stops_cleanly(digits_dir, digits_data):
         correct = 0
         with requests.Session() as s:
             for image, label in zip(x_test[:60], y_test[:60], strict=True):
-                r = s.post(f"{url}/predict", data=digit_png(image), headers={"content-type": "application/octet-stream"})
+                r = s.post(
+                    f"{url}/predict",
+                    data=digit_png(image),
+                    headers={"content-type": "application/octet-stream"},
+                )
                 assert r.status_code == 200
                 correct += r.json()["predictions"][0][0]["label"] == str(label)
             assert s.get(f"{url}/docs").status_code == 200
