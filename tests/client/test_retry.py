@@ -159,7 +159,7 @@ def test_400_is_sent_exactly_once_with_default_retries(stub):
     assert len(s.seen) == 1
 
 
-def test_retries_keep_the_idempotency_key_and_log_each_attempt(stub, caplog):
+def test_retries_keep_the_idempotency_key_and_log_each_attempt(stub):
     script = [
         (503, {"retry-after-ms": "20"}, b'{"error": "not ready"}'),
         (502, {}, b'{"message": "Internal server error"}'),
@@ -168,14 +168,24 @@ def test_retries_keep_the_idempotency_key_and_log_each_attempt(stub, caplog):
         (200, {}, OK_PREDICTION),
     ]
     s = stub(lambda seen, n: script[n] if n < len(script) else (200, {}, OK_PREDICTION))
-    caplog.set_level(logging.DEBUG, logger="onnxfn.client")
-    with Client(s.url, retry=RetryPolicy(max_retries=4, backoff_base=0.02)) as c:
-        p = c.predict(PNG)
-        assert p.label == "7"
-        c.predict(PNG)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("onnxfn.client")  # the runtime may own the "onnxfn" logger's propagation
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with Client(s.url, retry=RetryPolicy(max_retries=4, backoff_base=0.02)) as c:
+            p = c.predict(PNG)
+            assert p.label == "7"
+            c.predict(PNG)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
     keys = [seen.headers["idempotency-key"] for seen in s.seen]
     assert len(s.seen) == 6 and len(set(keys[:5])) == 1 and keys[5] != keys[0]
-    attempts = [r.getMessage() for r in caplog.records if " attempt " in r.getMessage()]
+    attempts = [r.getMessage() for r in records if " attempt " in r.getMessage()]
     assert len(attempts) == 6
     assert (
         "attempt 1/5 -> 503" in attempts[0] and "attempt 5/5 -> 200" in attempts[4] and keys[0] in attempts[0]
