@@ -10,10 +10,10 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from flask import Flask, jsonify, request  # noqa: E402
-from PIL import Image  # noqa: E402
+import keras
+import numpy as np
+from flask import Flask, jsonify, request
+from PIL import Image
 
 model = keras.models.load_model(sys.argv[1], compile=False)
 app = Flask(__name__)
@@ -26,10 +26,14 @@ def ready():
 
 @app.post("/predict")
 def predict():
-    pixels = np.asarray(Image.open(io.BytesIO(request.get_data())).convert("L").resize((8, 8)), dtype=np.float32)
+    pixels = np.asarray(
+        Image.open(io.BytesIO(request.get_data())).convert("L").resize((8, 8)), dtype=np.float32
+    )
     probs = model.predict((pixels / 255.0)[None, :, :, None], verbose=0)[0]
     order = np.argsort(-probs)[:5]
-    return jsonify({"predictions": [[{"label": str(i), "index": int(i), "score": float(probs[i])} for i in order]]})
+    return jsonify(
+        {"predictions": [[{"label": str(i), "index": int(i), "score": float(probs[i])} for i in order]]}
+    )
 
 
 if __name__ == "__main__":

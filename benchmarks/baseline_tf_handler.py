@@ -9,9 +9,9 @@ import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import keras
+import numpy as np
+from PIL import Image
 
 MODEL = keras.models.load_model(os.environ["BASELINE_KERAS_MODEL"], compile=False)
 
@@ -22,4 +22,8 @@ def handler(event: dict, context: object) -> dict:
     probs = MODEL.predict(pixels[None, :, :, None], verbose=0)[0]
     order = np.argsort(-probs)[:5]
     predictions = [[{"label": str(i), "index": int(i), "score": float(probs[i])} for i in order]]
-    return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps({"predictions": predictions})}
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"predictions": predictions}),
+    }

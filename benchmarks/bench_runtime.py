@@ -68,23 +68,37 @@ def _png() -> str:
 
 def _wall(script: str, env: dict) -> float:
     t0 = time.perf_counter()
-    subprocess.run([PY, "-c", script], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [PY, "-c", script], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - t0
 
 
 def cold_start(model_dir: Path, keras_file: Path, runs: int = 7) -> list[dict]:
     png = _png()
     fmt = {"tests": str(ROOT / "tests"), "bench": str(ROOT / "benchmarks"), "png": png}
-    env = {**os.environ, "ONNXFN_MODEL_DIR": str(model_dir), "BASELINE_KERAS_MODEL": str(keras_file),
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **os.environ,
+        "ONNXFN_MODEL_DIR": str(model_dir),
+        "BASELINE_KERAS_MODEL": str(keras_file),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     ours, base = [], []
     for _ in range(runs):
         ours.append(_wall(COLD_OURS.format(**fmt), env))
         base.append(_wall(COLD_BASE.format(**fmt), env))
     o, b = statistics.median(ours), statistics.median(base)
     return [
-        row("runtime", "cold start: fresh process → import handler → first HTTP API v2 answer (median s)",
-            round(o, 3), round(b, 3), round(b / o, 1), "≤ 0.8 s and ≥ 6× faster than TF", o <= 0.8 and b / o >= 6, "s"),
+        row(
+            "runtime",
+            "cold start: fresh process → import handler → first HTTP API v2 answer (median s)",
+            round(o, 3),
+            round(b, 3),
+            round(b / o, 1),
+            "≤ 0.8 s and ≥ 6× faster than TF",
+            o <= 0.8 and b / o >= 6,
+            "s",
+        ),
     ]
 
 
@@ -95,8 +109,16 @@ def warm_overhead(model_dir: Path) -> list[dict]:
     data = json.loads(out.stdout.strip().splitlines()[-1])
     overhead = data["handler"] - data["run"]
     return [
-        row("runtime", "warm: Lambda handler p50 − raw session.run p50, one digits PNG (ms)",
-            round(overhead, 3), round(data["run"], 3), None, "≤ 1 ms", overhead <= 1.0, "ms"),
+        row(
+            "runtime",
+            "warm: Lambda handler p50 − raw session.run p50, one digits PNG (ms)",
+            round(overhead, 3),
+            round(data["run"], 3),
+            None,
+            "≤ 1 ms",
+            overhead <= 1.0,
+            "ms",
+        ),
     ]
 
 
@@ -123,8 +145,12 @@ def _load(url: str, body: bytes, clients: int, seconds: float) -> float:
 def _start(cmd: list[str], url: str) -> subprocess.Popen:
     from servers import wait_ready
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ONNXFN_LOG_LEVEL": "WARNING"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ONNXFN_LOG_LEVEL": "WARNING"},
+    )
     wait_ready(url, proc, timeout=120)
     return proc
 
@@ -134,10 +160,14 @@ def throughput(model_dir: Path, keras_file: Path, clients: int = 8, seconds: flo
 
     body = Path(_png()).read_bytes()
     p1, p2 = free_port(), free_port()
-    ours = _start([PY, "-m", "onnxfn", "serve", str(model_dir), "--port", str(p1), "--log-level", "warning"],
-                  f"http://127.0.0.1:{p1}")
-    base = _start([PY, str(ROOT / "benchmarks" / "baseline_flask_keras.py"), str(keras_file), str(p2)],
-                  f"http://127.0.0.1:{p2}")
+    ours = _start(
+        [PY, "-m", "onnxfn", "serve", str(model_dir), "--port", str(p1), "--log-level", "warning"],
+        f"http://127.0.0.1:{p1}",
+    )
+    base = _start(
+        [PY, str(ROOT / "benchmarks" / "baseline_flask_keras.py"), str(keras_file), str(p2)],
+        f"http://127.0.0.1:{p2}",
+    )
     try:
         _load(f"http://127.0.0.1:{p1}", body, clients, 1.0)  # warm both
         _load(f"http://127.0.0.1:{p2}", body, clients, 1.0)
@@ -148,8 +178,16 @@ def throughput(model_dir: Path, keras_file: Path, clients: int = 8, seconds: flo
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=20)
     return [
-        row("runtime", f"`onnxfn serve` throughput, {clients} concurrent clients (req/s)",
-            round(o, 1), round(b, 1), round(o / b, 1), "≥ 20× Flask + Keras predict", o / b >= 20, "req/s"),
+        row(
+            "runtime",
+            f"`onnxfn serve` throughput, {clients} concurrent clients (req/s)",
+            round(o, 1),
+            round(b, 1),
+            round(o / b, 1),
+            "≥ 20× Flask + Keras predict",
+            o / b >= 20,
+            "req/s",
+        ),
     ]
 
 

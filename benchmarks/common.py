@@ -23,14 +23,15 @@ def digits_models() -> tuple[Path, Path]:
         return keras_file, model_dir
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from demo import load_data, train
-
     from onnxfn.converter import convert
 
     x_train, x_test, y_train, _ = load_data()
     model = train(x_train, y_train, epochs=15)
     WORK.mkdir(parents=True, exist_ok=True)
     model.save(keras_file)
-    convert(model, model_dir / "digits.onnx", labels=[str(i) for i in range(10)], sample=x_test[..., None] / 16.0)
+    convert(
+        model, model_dir / "digits.onnx", labels=[str(i) for i in range(10)], sample=x_test[..., None] / 16.0
+    )
     return keras_file, model_dir
 
 
@@ -45,7 +46,23 @@ def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
     return statistics.median(times)
 
 
-def row(area: str, what: str, ours: float, baseline: float | None, ratio: float | None, target: str, met: bool,
-        unit: str = "") -> dict:
-    return {"area": area, "what": what, "ours": ours, "baseline": baseline, "ratio": ratio, "target": target,
-            "met": bool(met), "unit": unit}
+def row(
+    area: str,
+    what: str,
+    ours: float,
+    baseline: float | None,
+    ratio: float | None,
+    target: str,
+    met: bool,
+    unit: str = "",
+) -> dict:
+    return {
+        "area": area,
+        "what": what,
+        "ours": ours,
+        "baseline": baseline,
+        "ratio": ratio,
+        "target": target,
+        "met": bool(met),
+        "unit": unit,
+    }

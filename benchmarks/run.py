@@ -71,8 +71,17 @@ def main() -> int:
             got = module.run()
         except Exception as exc:  # a broken benchmark is a result too
             traceback.print_exc()
-            got = [{"area": area, "what": f"{module_name} failed: {type(exc).__name__}: {exc}"[:200], "ours": None,
-                    "baseline": None, "ratio": None, "target": "runs", "met": False}]
+            got = [
+                {
+                    "area": area,
+                    "what": f"{module_name} failed: {type(exc).__name__}: {exc}"[:200],
+                    "ours": None,
+                    "baseline": None,
+                    "ratio": None,
+                    "target": "runs",
+                    "met": False,
+                }
+            ]
         timings[area] = time.perf_counter() - t0
         for r in got:
             print("   ", json.dumps(r), flush=True)
@@ -86,8 +95,9 @@ def main() -> int:
 
 def write(path: Path, rows: list[dict], timings: dict[str, float], total: float) -> None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=HERE).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+        ).stdout.strip()
     except OSError:
         commit = "?"
     met = sum(1 for r in rows if r.get("met"))
@@ -104,8 +114,12 @@ def write(path: Path, rows: list[dict], timings: dict[str, float], total: float)
         "",
     ]
     for area in dict.fromkeys(r["area"] for r in rows):
-        lines += [f"## {area} ({timings.get(area, 0):.0f} s)", "",
-                  "| what | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {area} ({timings.get(area, 0):.0f} s)",
+            "",
+            "| what | ours | baseline | ratio | target | met |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in (r for r in rows if r["area"] == area):
             lines.append(
                 f"| {r['what']} | {fmt(r.get('ours'))} | {fmt(r.get('baseline'))} | {fmt(r.get('ratio'))} | "

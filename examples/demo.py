@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,11 @@ def load_data(seed: int = 0):
 
     digits = load_digits()
     return train_test_split(
-        digits.images.astype("float32"), digits.target, test_size=0.25, random_state=seed, stratify=digits.target
+        digits.images.astype("float32"),
+        digits.target,
+        test_size=0.25,
+        random_state=seed,
+        stratify=digits.target,
     )
 
 
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     step(f"train a Keras CNN ({args.epochs} epochs)")
     t0 = time.perf_counter()
     model = train(x_train, y_train, args.epochs)
-    keras_acc = float(np.mean(np.argmax(model.predict(x_test[..., None] / 16.0, verbose=0), axis=1) == y_test))
+    keras_acc = float(
+        np.mean(np.argmax(model.predict(x_test[..., None] / 16.0, verbose=0), axis=1) == y_test)
+    )
     results["keras_accuracy"] = keras_acc
     print(f"    trained in {time.perf_counter() - t0:.1f} s; Keras held-out accuracy {keras_acc:.2%}")
 
@@ -102,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # The CNN trained on digits/16 (0..1); a PNG pixel is digit*255/16, so the default preprocessing
     # (pixel/255, greyscale from the 1-channel input) reproduces the training input exactly.
-    report = convert(model, models / "digits.onnx", labels=[str(i) for i in range(10)], sample=x_test[..., None] / 16.0)
+    report = convert(
+        model, models / "digits.onnx", labels=[str(i) for i in range(10)], sample=x_test[..., None] / 16.0
+    )
     print("    " + report.summary().replace("\n", "\n    "))
     results["parity_max_abs_diff"] = report.max_abs_diff
 
@@ -125,8 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "onnxfn", "serve", str(models), "--port", str(port), "--default-model", "digits",
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "onnxfn",
+            "serve",
+            str(models),
+            "--port",
+            str(port),
+            "--default-model",
+            "digits",
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -157,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = correct / len(y_test)
             lat = np.array(latencies)
             print(f"    served accuracy {accuracy:.2%} ({correct}/{len(y_test)})")
-            print(f"    latency per request: p50 {np.median(lat):.2f} ms, p95 {np.percentile(lat, 95):.2f} ms")
+            print(
+                f"    latency per request: p50 {np.median(lat):.2f} ms, p95 {np.percentile(lat, 95):.2f} ms"
+            )
             print(f"    example: {prediction!r}")
             results.update(
                 served_accuracy=accuracy,
@@ -170,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                 batch = client.predict_batch(pngs, model="digits_int8", batch_size=64)
                 took = time.perf_counter() - t0
                 int8_acc = float(np.mean([p.label == str(y) for p, y in zip(batch, y_test, strict=True)]))
-                print(f"    int8 model via predict_batch: accuracy {int8_acc:.2%}, {len(pngs) / took:.0f} images/s")
+                print(
+                    f"    int8 model via predict_batch: accuracy {int8_acc:.2%}, {len(pngs) / took:.0f} images/s"
+                )
                 results["int8_served_accuracy"] = int8_acc
     finally:
         step("stop the server")
@@ -184,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     ok = results.get("served_accuracy", 0) >= 0.90
-    print(f"\n{'OK' if ok else 'FAILED'}: held-out accuracy through the server {results.get('served_accuracy', 0):.2%}")
+    print(
+        f"\n{'OK' if ok else 'FAILED'}: held-out accuracy through the server {results.get('served_accuracy', 0):.2%}"
+    )
     return 0 if ok else 1
 
 

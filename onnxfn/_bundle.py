@@ -171,6 +171,7 @@ def build_bundle(
     models_from: str | None = None,
     name: str = BUNDLE_NAME,
     pin: bool = True,
+    trim: bool = True,
     requirements: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     check_limits: bool = True,
@@ -180,7 +181,8 @@ def build_bundle(
 
     ``model_dir`` is a model directory (verified against its ``manifest.json``, or given one) or one ``.onnx``
     file; ``models_from`` (``s3://bucket/prefix``) instead leaves models out of the zip. ``pin`` fixes every
-    dependency to the version installed in this environment (what you tested is what you deploy).
+    dependency to the version installed in this environment (what you tested is what you deploy);
+    ``trim=False`` keeps everything pip installed (the baseline the benchmark compares against).
     Raises ``BundleTooLarge`` above Lambda's limits, ``ValueError``/``FileNotFoundError`` on bad input.
     """
     started = time.perf_counter()
@@ -205,9 +207,11 @@ def build_bundle(
         say(f"onnxfn bundle: fetching manylinux wheels for cp{python.replace('.', '')} {machine} (pip)…")
         _pip_install(root, machine, python, requirements or SERVE_REQUIREMENTS, pin=pin, cache_dir=cache_dir)
         owners = _record_owners(root)
-        trimmed = _drop_distributions(root, owners)
-        trimmed += _trim(root)
-        trimmed.append(_prune_vendored_libs(root))
+        trimmed: list[Trimmed] = []
+        if trim:
+            trimmed += _drop_distributions(root, owners)
+            trimmed += _trim(root)
+            trimmed.append(_prune_vendored_libs(root))
         _check_forbidden(root)
         _stage_onnxfn(root)
         out.mkdir(parents=True, exist_ok=True)
@@ -649,7 +653,7 @@ def prepare_offline(
     shim_dir = workdir / "bin"
     shim_dir.mkdir(exist_ok=True)
     shim = shim_dir / "python3"
-    shim.write_text(f'#!/bin/sh\nexec "{base_python()}" -S -s "$@"\n')
+    shim.write_text(f'#!/bin/sh\nexec "{base_python()}" -S -s -B "$@"\n')
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONSTARTUP")}
     env.update(
@@ -719,6 +723,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-pin", action="store_true", help="newest matching versions, not the ones installed here"
     )
+    p.add_argument("--no-trim", action="store_true", help="keep tests, stubs, tooling (to debug a trim rule)")
     p.add_argument("--cache-dir", help="pip's download cache (default: pip's own)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_bundle_command)
@@ -733,6 +738,7 @@ def _bundle_command(args: argparse.Namespace) -> int:
         models_from=args.models_from,
         name=args.name,
         pin=not args.no_pin,
+        trim=not args.no_trim,
         cache_dir=args.cache_dir,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())

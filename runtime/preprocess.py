@@ -7,6 +7,7 @@ and ``Client.local`` all call it. It needs numpy and Pillow only.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from ._errors import BadRequest
+
+log = logging.getLogger("onnxfn.runtime")
 
 # Magic bytes of the image formats the API accepts (DESIGN.md, "Content types").
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -152,8 +155,8 @@ class ImagePreprocessor:
                 raise BadRequest(f"cannot decode {fmt} image (truncated or corrupt?): {exc}") from None
         try:
             image = ImageOps.exif_transpose(image)
-        except Exception:
-            pass
+        except Exception as exc:  # a broken EXIF block must not fail an otherwise good image
+            log.debug("ignoring unreadable EXIF orientation: %s", exc)
         if image.mode != self.color:
             if image.mode in ("P", "PA"):  # palette images convert cleanly only through RGBA
                 image = image.convert("RGBA")

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/models.py, tests/servers.py, tests/events
 
-from models import digits_logreg, digits_split  # noqa: E402
+from models import digits_logreg, digits_split
 
 
 @pytest.fixture(scope="session")

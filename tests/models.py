@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-DIGITS_PREPROCESS = {"size": [8, 8], "layout": "NHWC", "color": "L", "scale": 16 / 255, "mean": [0.0], "std": [1.0]}
+DIGITS_PREPROCESS = {
+    "size": [8, 8],
+    "layout": "NHWC",
+    "color": "L",
+    "scale": 16 / 255,
+    "mean": [0.0],
+    "std": [1.0],
+}
 
 
 def digits_split(seed: int = 0):
@@ -38,9 +45,8 @@ def digits_logreg(path: Path, *, version: int = 1) -> tuple[Path, float]:
     """Train, write ``path`` (ONNX with onnxfn metadata); return the path and held-out accuracy."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from sklearn.linear_model import LogisticRegression
-
     from onnxfn.runtime import ModelMetadata
+    from sklearn.linear_model import LogisticRegression
 
     x_train, x_test, y_train, y_test = digits_split()
     # The model sees pixels as the preprocessing produces them: PNG byte * 16/255 ≈ the 0–16 value.
@@ -62,7 +68,9 @@ def digits_logreg(path: Path, *, version: int = 1) -> tuple[Path, float]:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
         initializer=[w, b, shape],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnxfn-tests")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnxfn-tests"
+    )
     model.ir_version = 8
     ModelMetadata(
         task="image-classification",
@@ -120,10 +128,9 @@ def topics_bow(path: Path, *, output_mode: str = "multi_hot", version: int = 1) 
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from sklearn.linear_model import LogisticRegression
-
     from onnxfn.runtime import ModelMetadata
     from onnxfn.runtime.preprocess import TextPreprocessor
+    from sklearn.linear_model import LogisticRegression
 
     texts, ys, labels = topics_corpus()
     words = {w for topic in TOPIC_WORDS.values() for w in topic.split()} | set(TOPIC_FILLER.split())

@@ -39,10 +39,23 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 
 
 @contextlib.contextmanager
-def onnxfn_serve(model: str | Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def onnxfn_serve(
+    model: str | Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """``onnxfn serve MODEL`` on a free port; yields (base URL, process); SIGTERM on exit."""
     port = free_port()
-    cmd = [sys.executable, "-m", "onnxfn", "serve", str(model), "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "onnxfn",
+        "serve",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"

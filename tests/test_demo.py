@@ -15,7 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_reaches_90_percent_through_the_server(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path), "--json", str(tmp_path / "r.json")],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "demo.py"),
+            "--out",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -51,7 +51,7 @@ def test_predict_raw_image(client, png, digits_data, content_type):
 
 
 def test_predict_multipart_many_files(client, digits_data):
-    _, x_test, _, y_test = digits_data
+    _, x_test, _, _ = digits_data
     files = [("file", (f"{i}.png", digit_png(x_test[i]), "image/png")) for i in range(4)]
     r = client.post("/v1/models/digits:predict?top_k=2", files=files)
     assert r.status_code == 200, r.text

@@ -45,7 +45,7 @@ def test_png_body_gets_right_labels(handler, digits_data, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_json_base64_batch_and_top_k(handler, digits_data, kind):
-    _, x_test, _, y_test = digits_data
+    _, x_test, _, _ = digits_data
     instances = [base64.b64encode(digit_png(img)).decode() for img in x_test[:5]]
     payload = json.dumps({"instances": instances, "top_k": 3})
     response = handler(

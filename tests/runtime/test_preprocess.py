@@ -130,7 +130,7 @@ def test_text_matches_keras_standardisation():
 
 
 def test_check_tensor_rejects_ragged_nan_and_fractions():
-    with pytest.raises(BadRequest, match="ragged|rectangular"):
+    with pytest.raises(BadRequest, match=r"ragged|rectangular"):
         check_tensor([[1, 2], [3]], name="x", dtype=np.float32, shape=("n", 2))
     with pytest.raises(BadRequest, match="NaN"):
         check_tensor([[np.inf, 1]], name="x", dtype=np.float32, shape=("n", 2))

@@ -70,7 +70,7 @@ def test_manifest_cannot_point_outside_the_directory(tmp_path, digits_model):
         json.dumps({"models": {"x": {"file": "../../etc/passwd", "sha256": "0" * 64}}})
     )
     assert "outside the model directory" in load_models(tmp_path).errors["x"]
-    with pytest.raises(FileNotFoundError, match="neither an .onnx file nor a directory"):
+    with pytest.raises(FileNotFoundError, match=r"neither an \.onnx file nor a directory"):
         load_models(tmp_path / "missing")
 
 
