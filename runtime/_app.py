@@ -299,16 +299,24 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 400, f"invalid request: {where}: {first.get('msg', 'invalid')}")
 
 
+RUNTIME_LOGGERS = ("onnxfn.runtime", "onnxfn.access")
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """One JSON line per event on stderr for the ``onnxfn`` loggers (set up once)."""
-    root = logging.getLogger("onnxfn")
-    root.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
-    if not any(getattr(h, "_onnxfn", False) for h in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(_JsonFormatter())
-        handler._onnxfn = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-        root.propagate = False
+    """One JSON line per event on stderr for the runtime's own loggers (set up once).
+
+    They do not propagate: the Lambda runtime puts a handler on the root logger, which would print each
+    line twice. Other ``onnxfn.*`` loggers (the client's, the converter's) are left to the application.
+    """
+    for name in RUNTIME_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
+        if not any(getattr(h, "_onnxfn", False) for h in logger.handlers):
+            handler = logging.StreamHandler()
+            handler.setFormatter(_JsonFormatter())
+            handler._onnxfn = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.propagate = False
 
 
 class _JsonFormatter(logging.Formatter):

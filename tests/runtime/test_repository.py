@@ -50,7 +50,7 @@ def test_corrupted_model_is_refused_and_the_others_still_served(two_models, capl
     data = bytearray((two_models / "a.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (two_models / "a.onnx").write_bytes(bytes(data))
-    logger = logging.getLogger("onnxfn")
+    logger = logging.getLogger("onnxfn.runtime")
     logger.addHandler(caplog.handler)
     try:
         repo = load_models(two_models)
@@ -76,7 +76,7 @@ def test_manifest_cannot_point_outside_the_directory(tmp_path, digits_model):
 
 def test_directory_without_manifest_serves_and_warns(tmp_path, digits_model, caplog):
     shutil.copy(digits_model, tmp_path / "m.onnx")
-    logger = logging.getLogger("onnxfn")
+    logger = logging.getLogger("onnxfn.runtime")
     logger.addHandler(caplog.handler)
     try:
         repo = load_models(tmp_path)
