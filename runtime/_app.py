@@ -16,16 +16,16 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ._auth import OPEN_PATHS
-from ._errors import APIError, BadRequest, NotReady
+from ._errors import APIError, NotReady
 from ._middleware import RequestMiddleware, json_error
 from ._model import Model
 from ._openapi import install as install_openapi
 from ._openapi import request_body, responses
-from ._predict import decode_image_instances, read_instances
+from ._predict import parse_top_k, predict_payload, read_instances
 from ._repository import ModelRepository
 from ._settings import Settings
 from ._v2 import HEADER, encode_response, parse_request
-from .preprocess import ImagePreprocessor, check_batch
+from .preprocess import check_batch
 
 log = logging.getLogger("onnxfn.runtime")
 _warned_open = False
@@ -214,20 +214,9 @@ def create_app(
         t0 = time.perf_counter()
         instances, top_k = await read_instances(request, max_batch)
         check_batch(len(instances), max_batch)
-        query_k = request.query_params.get("top_k")
-        if query_k is not None:
-            if not query_k.isdigit() or int(query_k) < 1:
-                raise BadRequest("top_k must be a positive integer")
-            top_k = int(query_k)
-        if isinstance(model.preprocessor, ImagePreprocessor):
-            instances = decode_image_instances(instances)
+        top_k = parse_top_k(request.query_params.get("top_k"), top_k)
         timings["decode"] = (time.perf_counter() - t0) * 1000
-        scores = await run(request, _predict_scores, model, instances, timings)
-        payload: dict[str, Any] = {"model": model.name, "version": model.version}
-        if model.task == "tensor":
-            payload["outputs"] = np.asarray(scores).tolist()
-        else:
-            payload["predictions"] = model.classify(scores, top_k or 5)
+        payload = await run(request, predict_payload, model, instances, top_k, timings)
         return json_response(payload)
 
     @app.post(
@@ -261,15 +250,6 @@ def _timed_run(
     results = model.run(feeds, outputs)
     timings["inference"] = (time.perf_counter() - t0) * 1000
     return results
-
-
-def _predict_scores(model: Model, instances: list[Any], timings: dict[str, float]) -> np.ndarray:
-    """Preprocess and run in one go (one thread hop when offloaded)."""
-    t0 = time.perf_counter()
-    batch = model.prepare(instances)
-    timings["preprocess"] = (time.perf_counter() - t0) * 1000
-    name = model.outputs[0].name
-    return _timed_run(model, {model.inputs[0].name: batch}, [name], timings)[name]
 
 
 def _install_error_handlers(app: FastAPI) -> None:

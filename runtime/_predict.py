@@ -5,20 +5,32 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from typing import Any
 
+import numpy as np
+
 from ._errors import BadRequest, UnsupportedMediaType
-from .preprocess import sniff_image
+from ._model import Model
+from .preprocess import ImagePreprocessor, sniff_image
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
 async def read_instances(request: Any, max_batch: int) -> tuple[list[Any], int | None]:
     """Instances and ``top_k`` (if the body gave one) from a predict request of any accepted shape."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request.headers.get("content-type", ""))
     if content_type.startswith("multipart/form-data"):
         return await _multipart(request, max_batch), None
-    body = await request.body()
+    return parse_body(content_type, await request.body())
+
+
+def media_type(header: str) -> str:
+    return header.split(";")[0].strip().lower()
+
+
+def parse_body(content_type: str, body: bytes) -> tuple[list[Any], int | None]:
+    """Instances and ``top_k`` from a non-multipart body: image bytes, JSON, or sniffed when untyped."""
     if content_type.startswith(IMAGE_TYPES):
         if not body:
             raise BadRequest("empty body: send the image bytes")
@@ -31,13 +43,48 @@ async def read_instances(request: Any, max_batch: int) -> tuple[list[Any], int |
         if body.lstrip()[:1] in (b"{", b"["):
             return parse_json(body)
         raise UnsupportedMediaType(
-            "cannot tell what the body is: send an image with Content-Type image/png (or application/octet-stream), "
-            'or JSON {"instances": [...]} with Content-Type application/json'
+            "cannot tell what the body is: send an image with Content-Type image/png (or "
+            'application/octet-stream), or JSON {"instances": [...]} with Content-Type application/json'
         )
     raise UnsupportedMediaType(
         f"unsupported Content-Type {content_type!r}: use image/*, application/octet-stream, "
         "multipart/form-data or application/json"
     )
+
+
+def parse_top_k(query_value: str | None, body_value: int | None) -> int | None:
+    """``?top_k=`` wins over the body's ``top_k``."""
+    if query_value is None:
+        return body_value
+    if not query_value.isdigit() or int(query_value) < 1:
+        raise BadRequest("top_k must be a positive integer")
+    return int(query_value)
+
+
+def predict_payload(
+    model: Model, instances: list[Any], top_k: int | None, timings: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The predict answer for ``instances``: top-k labels per instance, or raw outputs for tensor models.
+
+    Blocking (decode, preprocess, inference): the app runs it in a worker thread under uvicorn.
+    """
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    if isinstance(model.preprocessor, ImagePreprocessor):
+        instances = decode_image_instances(instances)
+    batch = model.prepare(instances)
+    t1 = time.perf_counter()
+    name = model.outputs[0].name
+    scores = model.run({model.inputs[0].name: batch}, [name])[name]
+    t2 = time.perf_counter()
+    timings["preprocess"] = (t1 - t0) * 1000
+    timings["inference"] = (t2 - t1) * 1000
+    payload: dict[str, Any] = {"model": model.name, "version": model.version}
+    if model.task == "tensor":
+        payload["outputs"] = np.asarray(scores).tolist()
+    else:
+        payload["predictions"] = model.classify(scores, top_k or 5)
+    return payload
 
 
 def parse_json(body: bytes) -> tuple[list[Any], int | None]:

@@ -18,7 +18,7 @@ from typing import Any
 from . import Request, Response
 
 try:
-    from onnxfn.runtime import APIError, BadRequest, NotFound, UnsupportedMediaType, load_models
+    from onnxfn.runtime import APIError, NotFound, UnsupportedMediaType, load_models
     from onnxfn.runtime._settings import Settings
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -115,37 +115,19 @@ class LocalTransport:
         raise NotFound(f"no route {method} {path}: see /docs for the API")
 
     def _predict(self, request: Request, name: str | None) -> tuple[int, bytes, dict[str, str]]:
-        import numpy as np
-        from onnxfn.runtime._predict import IMAGE_TYPES, decode_image_instances, parse_json
-        from onnxfn.runtime.preprocess import ImagePreprocessor, check_batch, sniff_image
+        from onnxfn.runtime._predict import media_type, parse_body, parse_top_k, predict_payload
+        from onnxfn.runtime.preprocess import check_batch
 
         model = self.repository.get(name)
-        body = request.body or b""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        top_k: int | None
-        if content_type.startswith(IMAGE_TYPES) or (not content_type and sniff_image(body)):
-            if not body:
-                raise BadRequest("empty body: send the image bytes")
-            instances, top_k = [body], None
-        elif content_type in ("application/json", "") or content_type.endswith("+json"):
-            instances, top_k = parse_json(body)
-        else:
-            raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r} in local mode")
+        content_type = media_type(request.headers.get("content-type", ""))
+        if content_type.startswith("multipart/form-data"):
+            raise UnsupportedMediaType(
+                "multipart bodies are not supported in local mode: send JSON instances"
+            )
+        instances, top_k = parse_body(content_type, request.body or b"")
         check_batch(len(instances), self.max_batch)
-        query_k = (request.params or {}).get("top_k")
-        if query_k is not None:
-            top_k = int(query_k)
-        if isinstance(model.preprocessor, ImagePreprocessor):
-            instances = decode_image_instances(instances)
-        batch = model.prepare(instances)
-        first_out = model.outputs[0].name
-        scores = model.run({model.inputs[0].name: batch}, [first_out])[first_out]
-        payload: dict[str, Any] = {"model": model.name, "version": model.version}
-        if model.task == "tensor":
-            payload["outputs"] = np.asarray(scores).tolist()
-        else:
-            payload["predictions"] = model.classify(scores, top_k or 5)
-        return _json(payload)
+        top_k = parse_top_k((request.params or {}).get("top_k"), top_k)
+        return _json(predict_payload(model, instances, top_k))
 
     def _infer(self, request: Request, name: str, version: str | None) -> tuple[int, bytes, dict[str, str]]:
         from onnxfn.runtime._v2 import HEADER, encode_response, parse_request
