@@ -342,8 +342,13 @@ def _build(
         import onnx
         from onnxconverter_common import float16
 
+        # Cast stays float32 (and gets a Cast to float16 after it): onnxconverter-common retypes a Cast's
+        # output to float16 but keeps its `to=FLOAT`, which onnxruntime rejects (seen on Keras' LSTM graphs).
+        blocked = [*float16.DEFAULT_OP_BLOCK_LIST, "Cast"]
         with _quiet():
-            half = float16.convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True)
+            half = float16.convert_float_to_float16(
+                onnx.load(str(prepared)), keep_io_types=True, op_block_list=blocked
+            )
         onnx.save(half, str(target))
         return {"mode": "fp16", "weights": "float16", "io": "float32"}
     raise ConversionError(f"unknown mode {name!r}")
@@ -478,7 +483,9 @@ def _choose(
         if v.name == "fp32" or v.status == "failed":
             continue
         slower = v.latency_ms[lat_batch] / fp32.latency_ms[lat_batch]
-        if v.drop is None or v.drop > max_drop:
+        if v.drop is None:
+            v.status, v.reason = "rejected", "its accuracy could not be measured"
+        elif v.drop > max_drop:
             what = "accuracy" if v.accuracy is not None else "agreement"
             v.status = "rejected"
             v.reason = f"{what} drop {v.drop * 100:.2f} points > allowed {max_drop * 100:.2f}"

@@ -93,31 +93,13 @@ class QuantizationReport:
         batches = sorted({b for v in self.variants for b in v.latency_ms})
         header = ["variant", "size", "size ×"]
         header += [f"b={b} ms" for b in batches] + [f"b={b} ×" for b in batches[-1:]]
-        header += [
-            self.metric_name,
-            "drop",
-            f"max|Δ| vs {self.reference}",
-            "quantized ops",
-            "not quantized",
-            "status",
-        ]
+        both = self.labelled and any(v.agreement is not None for v in self.variants)
+        header += [self.metric_name, *(["agreement"] if both else []), "drop", f"max|Δ| vs {self.reference}"]
+        header += ["quantized ops", "not quantized", "status"]
         rows = [header]
         for v in self.variants:
             if v.status == "failed":
-                rows.append(
-                    [
-                        v.name,
-                        "-",
-                        "-",
-                        *["-"] * (len(batches) + min(1, len(batches))),
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                        "-",
-                    ]
-                )
-                rows[-1].append("failed")
+                rows.append([v.name, *["-"] * (len(header) - 2), "failed"])
                 continue
             metric = (
                 v.accuracy if self.labelled else v.agreement if v.agreement is not None else v.relative_error
@@ -126,8 +108,9 @@ class QuantizationReport:
             row += [_ms(v.latency_ms.get(b)) for b in batches] + [
                 _x(v.ratio(base, str(b))) for b in batches[-1:]
             ]
+            row += [_pct(metric) if self.metric_name != "relative error" else _num(metric)]
+            row += [_pct(v.agreement)] if both else []
             row += [
-                _pct(metric) if self.metric_name != "relative error" else _num(metric),
                 "-" if v.drop is None or v.name == "fp32" else f"{v.drop * 100:+.2f} pt",
                 _num(v.max_abs_diff),
                 _ops(v.quantized_ops) or "-",
@@ -194,30 +177,25 @@ class QuantizationReport:
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
         colors = {"fp32": "#555555", "dynamic": "#d98c1f", "static": "#2f7ebc", "fp16": "#4a9c4a"}
         metric = self.metric_name
+        max_x = max(v.latency_ms[batch] for v in shown) or 1.0
+        max_y = max(v.size_bytes for v in shown) / 1024 or 1.0
+        placed: list[tuple[float, float]] = []
         for v in shown:
             value = v.accuracy if self.labelled else v.agreement
+            x, y = v.latency_ms[batch], v.size_bytes / 1024
             edge = "black" if v.name == self.chosen else "none"
             left.scatter(
-                v.latency_ms[batch],
-                v.size_bytes / 1024,
-                s=160,
-                color=colors.get(v.name, "#999"),
-                edgecolors=edge,
-                linewidths=2,
-                zorder=3,
+                x, y, s=160, color=colors.get(v.name, "#999"), edgecolors=edge, linewidths=2, zorder=3
             )
-            label = v.name + (f"\n{metric} {value * 100:.1f}%" if value is not None else "")
-            left.annotate(
-                label,
-                (v.latency_ms[batch], v.size_bytes / 1024),
-                textcoords="offset points",
-                xytext=(9, 4),
-                fontsize=8,
-            )
+            # Points that (nearly) coincide get their labels stacked instead of overprinted.
+            near = sum(1 for px, py in placed if abs(px - x) < 0.12 * max_x and abs(py - y) < 0.08 * max_y)
+            placed.append((x, y))
+            label = v.name + (f" — {metric} {value * 100:.1f}%" if value is not None else "")
+            left.annotate(label, (x, y), textcoords="offset points", xytext=(10, 6 - 14 * near), fontsize=8)
         left.set_xlabel(f"median latency, batch {batch} (ms)")
         left.set_ylabel("file size (KiB)")
-        left.set_xlim(0, max(v.latency_ms[batch] for v in shown) * 1.35)
-        left.set_ylim(0, max(v.size_bytes for v in shown) / 1024 * 1.2)
+        left.set_xlim(0, max_x * 1.6)
+        left.set_ylim(0, max_y * 1.2)
         left.grid(alpha=0.3)
         left.set_title("size vs latency (black ring = chosen)", fontsize=9)
         values = [(v.name, v.accuracy if self.labelled else v.agreement) for v in shown]

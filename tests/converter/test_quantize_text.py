@@ -92,6 +92,10 @@ def test_lstm_text_classifier_dynamic_int8(lstm_bundle, lstm_onnx, text_corpus, 
     assert scores.shape == (32, len(names)) and quantized.predict(test_texts[:1]).shape == (1, len(names))
     assert np.mean(scores.argmax(1) == keras_scores[:32].argmax(1)) >= 0.9
 
+    # fp16 of a Keras LSTM graph loads and agrees (onnxconverter-common's Cast retyping is worked around).
+    half = quantize(lstm_onnx, tmp_path / "fp16" / "lstm.onnx", mode="fp16", eval_data=test_texts, runs=1)
+    assert half.variant("fp16").agreement >= 0.99 and half.variant("fp16").quantized_ops.get("LSTM") == 1
+
 
 def test_bow_tfidf_text_classifier_dynamic_and_static(bow_bundle, bow_onnx, text_corpus, tmp_path):
     vectorizer, model, spec = bow_bundle
