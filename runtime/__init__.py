@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     APIError,
     BadRequest,
+    HeadersTooLarge,
     NotFound,
     NotReady,
     PayloadTooLarge,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APIError",
     "BadRequest",
+    "HeadersTooLarge",
     "Model",
     "ModelMetadata",
     "ModelRepository",

@@ -73,7 +73,10 @@ def create_app(
     app.state.settings = settings
     _install_error_handlers(app)
     app.add_middleware(
-        RequestMiddleware, api_key_hashes=settings.api_key_hashes, max_body_bytes=settings.max_body_bytes
+        RequestMiddleware,
+        api_key_hashes=settings.api_key_hashes,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
     )
     max_batch = settings.max_batch
 

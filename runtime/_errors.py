@@ -43,5 +43,9 @@ class UnsupportedMediaType(APIError):
     status = 415
 
 
+class HeadersTooLarge(APIError):
+    status = 431
+
+
 class NotReady(APIError):
     status = 503

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from ._auth import OPEN_PATHS, authorized, key_from_headers
-from ._errors import APIError, BadRequest, PayloadTooLarge, Unauthorized
+from ._errors import APIError, BadRequest, HeadersTooLarge, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("onnxfn.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -28,10 +28,13 @@ def json_error(status: int, message: str, request_id: str | None = None) -> byte
 
 
 class RequestMiddleware:
-    def __init__(self, app: Any, *, api_key_hashes: tuple[str, ...], max_body_bytes: int) -> None:
+    def __init__(
+        self, app: Any, *, api_key_hashes: tuple[str, ...], max_body_bytes: int, max_header_bytes: int = 16384
+    ) -> None:
         self.app = app
         self.hashes = api_key_hashes
         self.max_body = max_body_bytes
+        self.max_headers = max_header_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -75,6 +78,12 @@ class RequestMiddleware:
             await send_wrapper({"type": "http.response.body", "body": body})
 
         try:
+            header_bytes = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+            if header_bytes > self.max_headers:
+                raise HeadersTooLarge(
+                    f"request headers are {header_bytes:,} bytes, above the limit of {self.max_headers:,} "
+                    "(ONNXFN_MAX_HEADER_BYTES): send fewer or shorter headers"
+                )
             path = scope.get("path", "")
             if (
                 self.hashes

@@ -38,6 +38,7 @@ _ERRORS = {
     404: "Unknown model or version",
     413: "Body or batch above the limit",
     415: "Unsupported Content-Type",
+    431: "Request headers above the limit",
     503: "Not ready, or inference timed out",
 }
 
@@ -45,7 +46,7 @@ _ERRORS = {
 def responses(ok: str, *errors: int, ok_description: str = "Success") -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: its success schema plus the errors it can answer."""
     out: dict[int | str, dict[str, Any]] = {200: _json(ok, ok_description)}
-    for status in (400, 401, 413, *errors):  # any request can be malformed, unauthorised or too large
+    for status in (400, 401, 413, 431, *errors):  # any request can be malformed, unauthorised or too large
         out[status] = _json("Error", _ERRORS[status])
     return out
 

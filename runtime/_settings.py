@@ -50,6 +50,7 @@ class Settings:
     api_key_hashes: tuple[str, ...] = ()
     max_body_bytes: int = 6 * MiB
     max_batch: int = 64
+    max_header_bytes: int = 16 * 1024  # API Gateway allows 10 KB; a little slack for proxies
     max_image_pixels: int = 40_000_000
     threads: int = field(default_factory=default_threads)
     log_level: str = "INFO"
@@ -71,6 +72,7 @@ class Settings:
             api_key_hashes=hashes,
             max_body_bytes=_int("ONNXFN_MAX_BODY_BYTES", 6 * MiB),
             max_batch=_int("ONNXFN_MAX_BATCH", 64),
+            max_header_bytes=_int("ONNXFN_MAX_HEADER_BYTES", 16 * 1024),
             max_image_pixels=_int("ONNXFN_MAX_IMAGE_PIXELS", 40_000_000),
             threads=_int("ONNXFN_THREADS", default_threads()),
             log_level=(env.get("ONNXFN_LOG_LEVEL") or "INFO").upper(),
