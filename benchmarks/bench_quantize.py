@@ -7,7 +7,7 @@ Models (trained in seconds, cached under artifacts/bench/quantize):
   topic corpus of tests/converter/converter_data.py (no labelled text corpus ships offline with a package).
 
 Each model goes through ``onnxfn.converter.quantize(mode="auto")``: every variant is built and timed
-interleaved (A/B/C/D), one intra-op thread, warm, medians. Run: python benchmarks/bench_quantize.py
+interleaved (A/B/C/D, 100 rounds; ONNXFN_BENCH_RUNS), one intra-op thread, warm, medians. Run: python benchmarks/bench_quantize.py
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "converter"))
 WORK = ROOT / "artifacts" / "bench" / "quantize"
-RUNS = int(os.environ.get("ONNXFN_BENCH_RUNS", "40"))
+RUNS = int(os.environ.get("ONNXFN_BENCH_RUNS", "100"))  # per variant and batch size, interleaved
 
 
 def _digits_32() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
