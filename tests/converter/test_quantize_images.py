@@ -180,3 +180,24 @@ def test_auto_measures_every_candidate_and_reports_in_four_forms(mlp_onnx, mlp_k
     assert files == {"mlp.quantization.json", "mlp.quantization.md", "mlp.quantization.png"}
     png = (tmp_path / "report" / "mlp.quantization.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_static_calibration_methods(mlp_onnx, digits, tmp_path, method):
+    x_train, x_test, _, y_test = digits
+    out = tmp_path / "mlp.onnx"
+    report = quantize(
+        mlp_onnx,
+        out,
+        mode="static",
+        calibration=x_train.reshape(-1, 64)[:128],
+        calibrate_method=method,
+        per_channel=False,
+        eval_data=(x_test.reshape(-1, 64), y_test),
+        runs=1,
+        progress=False,
+    )
+    v = report.variant("static")
+    assert v.settings["method"] == method and v.settings["per_channel"] is False
+    assert v.accuracy >= report.baseline.accuracy - 0.03
+    assert json.loads(metadata(out)["onnxfn.quantization"])["method"] == method
