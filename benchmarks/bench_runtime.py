@@ -122,16 +122,18 @@ def warm_overhead(model_dir: Path) -> list[dict]:
     ]
 
 
-def _load(url: str, body: bytes, clients: int, seconds: float) -> float:
-    count = [0] * clients
+def _load(url: str, body: bytes, clients: int, seconds: float) -> tuple[float, list[float]]:
+    """Requests per second and every request's latency (ms) for ``clients`` threads over ``seconds``."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
     stop = time.monotonic() + seconds
 
     def worker(i: int) -> None:
         with requests.Session() as s:
             while time.monotonic() < stop:
+                t0 = time.perf_counter()
                 r = s.post(f"{url}/predict", data=body, headers={"content-type": "application/octet-stream"})
                 assert r.status_code == 200, r.text
-                count[i] += 1
+                latencies[i].append((time.perf_counter() - t0) * 1000)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     t0 = time.monotonic()
@@ -139,7 +141,30 @@ def _load(url: str, body: bytes, clients: int, seconds: float) -> float:
         t.start()
     for t in threads:
         t.join()
-    return sum(count) / (time.monotonic() - t0)
+    flat = [x for per in latencies for x in per]
+    return len(flat) / (time.monotonic() - t0), flat
+
+
+def _plot(ours: list[float], base: list[float], clients: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.logspace(np.log10(max(0.1, min(ours + base))), np.log10(max(ours + base)), 60)
+    for data, name in ((ours, "onnxfn serve"), (base, "Flask + Keras")):
+        weights = np.full(len(data), 100 / len(data))  # share of that server's requests, in %
+        ax.hist(data, bins=bins, weights=weights, alpha=0.7, label=f"{name} (p50 {np.median(data):.1f} ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("request latency, ms (log)")
+    ax.set_ylabel("% of requests")
+    ax.set_title(f"Latency per request, {clients} concurrent clients, one digits PNG")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(Path(__file__).parent / "runtime_latency.png", dpi=110)
+    plt.close(fig)
 
 
 def _start(cmd: list[str], url: str) -> subprocess.Popen:
@@ -171,8 +196,9 @@ def throughput(model_dir: Path, keras_file: Path, clients: int = 8, seconds: flo
     try:
         _load(f"http://127.0.0.1:{p1}", body, clients, 1.0)  # warm both
         _load(f"http://127.0.0.1:{p2}", body, clients, 1.0)
-        o = _load(f"http://127.0.0.1:{p1}", body, clients, seconds)
-        b = _load(f"http://127.0.0.1:{p2}", body, clients, seconds)
+        o, ours_lat = _load(f"http://127.0.0.1:{p1}", body, clients, seconds)
+        b, base_lat = _load(f"http://127.0.0.1:{p2}", body, clients, seconds)
+        _plot(ours_lat, base_lat, clients)
     finally:
         for p in (ours, base):
             p.send_signal(signal.SIGTERM)
