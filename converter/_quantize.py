@@ -90,9 +90,8 @@ def quantize(
         )
     if mode == "static" and calibration is None:
         raise ConversionError(
-            "static quantization needs calibration data: pass calibration= (CLI --calibration PATH) "
-            "with a few "
-            "hundred representative inputs (.npy/.npz, an image folder, or text), or use mode 'dynamic'"
+            "static quantization needs calibration data: pass calibration= (CLI --calibration PATH) with "
+            "a few hundred representative inputs (.npy/.npz, an image folder, or text), or use mode 'dynamic'"
         )
     warnings: list[str] = []
     calib = load_samples(calibration, info, limit=calibration_samples) if calibration is not None else None
@@ -115,8 +114,9 @@ def quantize(
             try:
                 path = work / f"{name}.onnx"
                 variant.settings = _build(
-                    name, prepared, path, calib, per_channel, reduce_range, calibrate_method, progress
-                )
+                    name, prepared, path, calib, per_channel, reduce_range, calibrate_method, progress,
+                    batch=info.shapes[0][0] if info.shapes and info.shapes[0] else None,
+                )  # fmt: skip
             except ConversionError:
                 raise
             except Exception as exc:
@@ -140,10 +140,7 @@ def quantize(
         )
         chosen = _choose(mode, variants, max_accuracy_drop, max_latency_ratio, warnings)
         output.parent.mkdir(parents=True, exist_ok=True)
-        if chosen == "fp32":
-            shutil.copyfile(source, output)
-        else:
-            shutil.copyfile(paths[chosen], output)
+        shutil.copyfile(paths[chosen], output)  # from the scratch copies: output may be the source itself
 
     from onnxfn.runtime._repository import write_manifest
 
@@ -268,6 +265,7 @@ def _build(
     reduce_range: bool,
     method: str,
     progress: bool,
+    batch: int | None = None,
 ) -> dict[str, Any]:
     import onnxruntime
     from onnxruntime.quantization import (
@@ -304,7 +302,9 @@ def _build(
             "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,
         }
-        reader = CalibrationReader(calib, batch_size=32, progress=progress)
+        if batch:  # a fixed batch size: calibrate in whole batches of it
+            calib = _measure.batch_feeds(calib, max(batch, count(calib) // batch * batch))
+        reader = CalibrationReader(calib, batch_size=batch or 32, progress=progress)
         import onnx
 
         graph = onnx.load(str(prepared)).graph
@@ -394,11 +394,17 @@ def _measure_all(
             )
     dynamic_batch = all(shape[0] is None for shape in info.shapes)
     batches = (1, 32) if dynamic_batch else (info.shapes[0][0] or 1,)
+    chunk = 256
+    if not dynamic_batch:  # a fixed batch size: whole batches only
+        chunk = batches[0]
+        usable = max(chunk, count(feeds) // chunk * chunk)
+        feeds = _measure.batch_feeds(feeds, usable)
+        labels = labels[np.arange(usable) % len(labels)] if labels is not None else None
     batch_feeds = {b: _measure.batch_feeds(feeds, b) for b in batches}
     outs: dict[str, np.ndarray] = {}
     for name in list(sessions):
         try:
-            outs[name] = _measure.outputs(sessions[name], feeds)
+            outs[name] = _measure.outputs(sessions[name], feeds, chunk=chunk)
             for feed in batch_feeds.values():  # batch 1 and 32 must both run: the batch axis stayed dynamic
                 sessions[name].run(None, feed)
         except Exception as exc:
@@ -486,9 +492,12 @@ def _choose(
         if v.drop is None:
             v.status, v.reason = "rejected", "its accuracy could not be measured"
         elif v.drop > max_drop:
-            what = "accuracy" if v.accuracy is not None else "agreement"
             v.status = "rejected"
-            v.reason = f"{what} drop {v.drop * 100:.2f} points > allowed {max_drop * 100:.2f}"
+            if v.accuracy is None and v.agreement is None:
+                v.reason = f"relative error {v.drop * 100:.2f}% > allowed {max_drop * 100:.2f}%"
+            else:
+                what = "accuracy" if v.accuracy is not None else "agreement"
+                v.reason = f"{what} drop {v.drop * 100:.2f} points > allowed {max_drop * 100:.2f}"
         elif slower > max_latency_ratio:
             v.status = "rejected"
             v.reason = f"{slower:.2f}× fp32 latency at batch {lat_batch} (allowed ≤ {max_latency_ratio:.2f}×)"
