@@ -31,5 +31,23 @@ lint: venv
 bench: venv  ## writes benchmarks/RESULTS.md
 	$(PY) benchmarks/run.py
 
+# AWS Lambda (docs/deploy.md). MODELS: a model directory (*.onnx + manifest.json), e.g. from `make demo`.
+MODELS        ?= artifacts/demo/models
+LAMBDA_ARCH   ?= arm64
+LAMBDA_PYTHON ?= 3.12
+OFFLINE_PORT  ?= 3000
+OFFLINE_MODELS = $(if $(wildcard $(MODELS)),$(MODELS),dist/offline/models)
+
+bundle: venv  ## dist/onnxfn-lambda.zip for serverless.yml (MODELS=dir LAMBDA_ARCH=arm64 LAMBDA_PYTHON=3.12)
+	@test -e "$(MODELS)" || { echo "no models at $(MODELS): run 'make demo' first, or pass MODELS=dir" >&2; exit 2; }
+	$(PY) -m onnxfn bundle "$(MODELS)" -o dist --arch $(LAMBDA_ARCH) --python $(LAMBDA_PYTHON)
+
+offline: venv  ## serverless-offline on 127.0.0.1:$(OFFLINE_PORT), serving a bundle built for this machine
+	@test -e "$(OFFLINE_MODELS)" || { echo "no $(MODELS): serving TF-free digits + topics models instead"; \
+	  $(PY) -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; \
+	    from models import digits_logreg, topics_bow; from onnxfn.runtime import write_manifest; \
+	    d = Path('$(OFFLINE_MODELS)'); digits_logreg(d / 'digits.onnx'); topics_bow(d / 'topics.onnx'); write_manifest(d)"; }
+	$(PY) -m onnxfn._bundle offline "$(OFFLINE_MODELS)" --workdir dist/offline --http-port $(OFFLINE_PORT)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache artifacts

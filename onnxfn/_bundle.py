@@ -62,8 +62,8 @@ TRIM_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("test suites", (r"(^|/)tests?/", r"(^|/)conftest\.py$")),
     ("type stubs, C/Cython headers, static libs", (r"\.pyi$", r"\.pxd$", r"\.a$", r"^numpy/_core/include/")),
     (
-        "numpy build tools (f2py, PyInstaller hooks, Cython examples)",
-        (r"^numpy/(f2py|_pyinstaller)/", r"_examples/"),
+        "numpy build tools (f2py, distutils, PyInstaller hooks, Cython examples)",
+        (r"^numpy/(f2py|distutils|_pyinstaller)/", r"_examples/"),
     ),
     (
         "onnxruntime offline tooling (transformers, quantization, tools, datasets, backend)",
@@ -112,6 +112,7 @@ class BundleReport:
     trimmed: list[Trimmed]
     models: list[str] = field(default_factory=list)
     models_from: str | None = None
+    bytecode: str = ""
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +148,7 @@ class BundleReport:
             )
         else:
             lines.append(f"models: {', '.join(self.models)}")
+        lines.append(f"bytecode: {self.bytecode}")
         lines.append(f"sha256 {self.sha256}  ({self.seconds:.1f} s)")
         return "\n".join(lines)
 
@@ -172,6 +174,8 @@ def build_bundle(
     name: str = BUNDLE_NAME,
     pin: bool = True,
     trim: bool = True,
+    bytecode: bool | None = None,
+    compile_with: str | None = None,
     requirements: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     check_limits: bool = True,
@@ -183,6 +187,9 @@ def build_bundle(
     file; ``models_from`` (``s3://bucket/prefix``) instead leaves models out of the zip. ``pin`` fixes every
     dependency to the version installed in this environment (what you tested is what you deploy);
     ``trim=False`` keeps everything pip installed (the baseline the benchmark compares against).
+    ``bytecode``: ship ``.pyc`` compiled by a Python of the target version (``compile_with``, this interpreter,
+    or ``pythonX.Y`` found here), so a cold start on Lambda's read-only ``/var/task`` never compiles;
+    None = when such an interpreter is found, True = required, False = never.
     Raises ``BundleTooLarge`` above Lambda's limits, ``ValueError``/``FileNotFoundError`` on bad input.
     """
     started = time.perf_counter()
@@ -198,6 +205,14 @@ def build_bundle(
         )
     if models_from is not None and (not models_from.startswith("s3://") or not _bucket(models_from)):
         raise ValueError(f"--models-from {models_from!r}: expected s3://bucket/prefix")
+    compiler = None
+    if bytecode is not False:
+        compiler = find_python(python, compile_with)
+        if compiler is None and (bytecode or compile_with):
+            raise FileNotFoundError(
+                f"no Python {python} to compile bytecode with{f' ({compile_with})' if compile_with else ''}: "
+                f"install python{python}, pass --compile-with PATH, or --no-compile"
+            )
     out = Path(out_dir)
     target = out / name
     with tempfile.TemporaryDirectory(prefix="onnxfn-bundle-") as tmp:
@@ -214,6 +229,19 @@ def build_bundle(
             trimmed.append(_prune_vendored_libs(root))
         _check_forbidden(root)
         _stage_onnxfn(root)
+        if compiler is not None:
+            modules = cold_path_modules(root / "models" if models else None)
+            files = None
+            if modules is not None:
+                files = _module_files(root, modules) | set((root / "onnxfn").rglob("*.py"))
+            compiled = compile_bytecode(root, compiler, files)
+            scope = "modules of the cold path" if files is not None else "modules"
+            described = f"{compiled} {scope} as .pyc by {compiler} (unchecked-hash, /var/task)"
+        else:
+            described = (
+                f"none (--no-compile, or no Python {python} here): every Lambda cold start compiles "
+                "the imported modules, about +1 s; see docs/deploy.md"
+            )
         out.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
         entries = _write_zip(root, partial)
@@ -231,6 +259,7 @@ def build_bundle(
         trimmed=[t for t in trimmed if t.files],
         models=models,
         models_from=models_from,
+        bytecode=described,
         seconds=time.perf_counter() - started,
     )
     if check_limits:
@@ -520,6 +549,110 @@ def _stage_onnxfn(root: Path) -> None:
         shutil.copyfile(file, package / "runtime" / rel)
 
 
+def find_python(version: str, explicit: str | None = None) -> str | None:
+    """An interpreter of ``version`` (major.minor): ``explicit``, this one, or ``pythonX.Y`` on this machine."""
+    candidates = [explicit] if explicit else [sys.executable, shutil.which(f"python{version}")]
+    if not explicit:
+        pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+        candidates += sorted(str(p) for p in pyenv.glob(f"{version}.*/bin/python{version}"))
+        candidates += [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    for candidate in candidates:
+        if candidate and _python_version(candidate) == version:
+            return candidate
+    return None
+
+
+def _python_version(executable: str) -> str | None:
+    if executable == sys.executable:
+        return f"{sys.version_info[0]}.{sys.version_info[1]}"
+    try:
+        result = subprocess.run(
+            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def compile_bytecode(
+    root: Path, python: str, files: Iterable[Path] | None = None, task_root: str = "/var/task"
+) -> int:
+    """Compile ``files`` (default: every ``.py`` under ``root``) with ``python``: deterministic unchecked-hash
+    ``.pyc`` in ``__pycache__``, tracebacks naming ``task_root`` (where Lambda unpacks). Returns the count."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = "0"  # stable ordering of sets in marshalled constants
+    cmd = [python, "-s", "-m", "compileall", "-q", "-f", "--invalidation-mode", "unchecked-hash"]
+    cmd += ["-s", str(root), "-p", task_root]
+    listing = None
+    if files is None:
+        cmd += ["-x", "^" + re.escape(str(root / "models")), str(root)]
+    else:
+        listing = root.parent / "compile-list.txt"
+        listing.write_text("".join(f"{f}\n" for f in sorted(set(files))))
+        cmd += ["-i", str(listing)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if listing is not None:
+        listing.unlink()
+    if result.returncode != 0:  # a file this Python cannot compile simply stays source-only
+        print(f"onnxfn bundle: some files did not compile:\n{result.stdout[-2000:]}", file=sys.stderr)
+    return sum(1 for _ in root.rglob("__pycache__/*.pyc"))
+
+
+# Run by this environment's Python (its serve dependencies are the versions the bundle pins): the modules a
+# Lambda cold start and its first requests import. Only those get .pyc, so the cold path compiles nothing
+# while the rest (other image codecs, numpy.ma, pydantic.v1, ...) stays source-only and the zip stays small.
+_COLD_PATH_PROBE = r"""
+import base64, io, json, os, sys
+from mangum import Mangum
+from PIL import Image, WebPImagePlugin
+from onnxfn.runtime._app import create_app
+from onnxfn.runtime._repository import ModelRepository
+from onnxfn.runtime._settings import Settings
+repository = ModelRepository.load(sys.argv[1]) if sys.argv[1] else ModelRepository({})
+handler = Mangum(create_app(repository=repository, settings=Settings(log_level="ERROR")), lifespan="off")
+png = io.BytesIO()
+Image.new("L", (8, 8)).save(png, format="PNG")
+def event(method, path, body=None, content_type=None, binary=False):
+    http = {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "x"}
+    return {"version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+            "headers": {"host": "localhost", **({"content-type": content_type} if content_type else {})},
+            "requestContext": {"http": http, "stage": "$default", "requestId": "x", "accountId": "x",
+                               "apiId": "x", "domainName": "localhost", "routeKey": "$default", "timeEpoch": 0},
+            "body": body, "isBase64Encoded": binary}
+events = [event("GET", "/v2/health/ready"), event("GET", "/v2"),
+          event("POST", "/predict", base64.b64encode(png.getvalue()).decode(), "application/octet-stream", True),
+          event("POST", "/predict", json.dumps({"instances": ["text"]}), "application/json")]
+events += [event("GET", f"/v2/models/{name}") for name in repository.models]
+for e in events:
+    handler(e, None)
+Image.preinit()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def cold_path_modules(models: Path | None) -> list[str] | None:
+    """Module names imported by a cold start plus first requests (None if this environment cannot tell)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "ONNXFN_"))}
+    env["ONNXFN_LOG_LEVEL"] = "ERROR"
+    cmd = [sys.executable, "-c", _COLD_PATH_PROBE, str(models) if models else ""]
+    try:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+        return json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def _module_files(root: Path, names: Iterable[str]) -> set[Path]:
+    files = set()
+    for name in names:
+        base = root.joinpath(*name.split("."))
+        for candidate in (base.parent / f"{base.name}.py", base / "__init__.py"):
+            if candidate.is_file():
+                files.add(candidate)
+    return files
+
+
 def _zip_time() -> tuple[int, int, int, int, int, int]:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch and epoch.isdigit() and int(epoch) >= 315532800:  # zip cannot store dates before 1980
@@ -561,8 +694,8 @@ def _package_sizes(
             key, version = "onnxfn (runtime)", __version__
         elif top == "models":
             key, version = "models", ""
-        elif name in owners:
-            key, version = owners[name]
+        elif _source_of(name) in owners:
+            key, version = owners[_source_of(name)]
         else:
             key, version = top, ""
         package = sizes.setdefault(key, PackageSize(key, version))
@@ -570,6 +703,14 @@ def _package_sizes(
         package.unzipped += size
         package.zipped += zipped
     return sorted(sizes.values(), key=lambda p: (-p.unzipped, p.name))
+
+
+def _source_of(name: str) -> str:
+    """``pkg/__pycache__/mod.cpython-312.pyc`` → ``pkg/mod.py``; other names unchanged."""
+    parts = name.split("/")
+    if len(parts) >= 2 and parts[-2] == "__pycache__" and name.endswith(".pyc"):
+        return "/".join([*parts[:-2], parts[-1].split(".", 1)[0] + ".py"])
+    return name
 
 
 def _sha256(path: Path) -> str:
@@ -725,6 +866,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-trim", action="store_true", help="keep tests, stubs, tooling (to debug a trim rule)")
     p.add_argument("--cache-dir", help="pip's download cache (default: pip's own)")
+    compiling = p.add_mutually_exclusive_group()
+    compiling.add_argument(
+        "--compile-with", metavar="PYTHON", help="interpreter of the target version that compiles the .pyc"
+    )
+    compiling.add_argument("--no-compile", action="store_true", help="ship sources only (slower cold starts)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_bundle_command)
 
@@ -739,6 +885,8 @@ def _bundle_command(args: argparse.Namespace) -> int:
         name=args.name,
         pin=not args.no_pin,
         trim=not args.no_trim,
+        bytecode=False if args.no_compile else None,
+        compile_with=args.compile_with,
         cache_dir=args.cache_dir,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())

@@ -20,7 +20,7 @@ def run_probe(
     """Run lambda_probe.py in a fresh ``python -I -S`` with only ``bundle`` (``-``: the installed package)."""
     events_file = tmp_path / f"events-{time.monotonic_ns()}.json"
     events_file.write_text(json.dumps(events))
-    isolated = ["-I", "-S"] if str(bundle) != "-" else []
+    isolated = ["-I", "-S", "-B"] if str(bundle) != "-" else ["-B"]
     cmd = [sys.executable, *isolated, str(HERE / "lambda_probe.py"), str(bundle), str(events_file)]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "ONNXFN_"))}
     full_env.update(PYTHONDONTWRITEBYTECODE="1", **(env or {}))

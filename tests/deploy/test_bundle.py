@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zipfile
 from pathlib import Path
 
@@ -111,6 +112,31 @@ def test_elf_reader_finds_needed_libraries():
     assert _bundle.elf_needed(Path(onnxruntime.__file__)) is None  # not an ELF file
 
 
+def test_bytecode_is_deterministic_and_names_var_task(tmp_path):
+    import marshal
+
+    for run in ("a", "b"):
+        pkg = tmp_path / run / "pkg"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text("X = {'a', 'b', 'c'}\n\ndef f():\n    return frozenset(X)\n")
+        (tmp_path / run / "models").mkdir()
+        (tmp_path / run / "models" / "skip.py").write_text("this is not python\n")
+        assert _bundle.compile_bytecode(tmp_path / run, sys.executable) == 1
+    tag = sys.implementation.cache_tag
+    a = (tmp_path / "a" / "pkg" / "__pycache__" / f"__init__.{tag}.pyc").read_bytes()
+    b = (tmp_path / "b" / "pkg" / "__pycache__" / f"__init__.{tag}.pyc").read_bytes()
+    assert a == b  # different build dirs, same bytes
+    assert marshal.loads(a[16:]).co_filename == "/var/task/pkg/__init__.py"
+    assert not (tmp_path / "a" / "models" / "__pycache__").exists()
+
+
+def test_find_python_accepts_only_the_target_version():
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert _bundle.find_python(here) == sys.executable
+    assert _bundle.find_python("3.99") is None
+    assert _bundle.find_python(here, "/no/such/python") is None
+
+
 # -- slow: a real build (manylinux wheels from PyPI, cached by pip) -----------------------------
 
 
@@ -127,9 +153,10 @@ def test_bundle_has_the_runtime_and_serve_deps_only(local_bundle):
         assert required in tops, required
     onnxfn_files = {n for n in names if n.startswith("onnxfn/")}
     assert "onnxfn/__init__.py" in onnxfn_files and "onnxfn/runtime/aws.py" in onnxfn_files
-    assert all(n == "onnxfn/__init__.py" or n.startswith("onnxfn/runtime/") for n in onnxfn_files)
+    sources = {n for n in onnxfn_files if "/__pycache__/" not in n}
+    assert all(n == "onnxfn/__init__.py" or n.startswith("onnxfn/runtime/") for n in sources)
     runtime_sources = {p.name for p in (ROOT / "runtime").glob("*.py")}
-    assert {Path(n).name for n in onnxfn_files if n.startswith("onnxfn/runtime/")} == runtime_sources
+    assert {Path(n).name for n in sources if n.startswith("onnxfn/runtime/")} == runtime_sources
     for forbidden in (
         "tensorflow",
         "keras",
@@ -142,7 +169,17 @@ def test_bundle_has_the_runtime_and_serve_deps_only(local_bundle):
         "bin",
     ):
         assert forbidden not in tops, forbidden
-    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+    # Bytecode: only what we compiled for the target Python (no stale caches of the build machine), each
+    # beside its source, hash-based and unchecked: a read-only /var/task never compiles at cold start.
+    tag = f"cpython-{local_bundle.python.replace('.', '')}"
+    pycs = [n for n in names if n.endswith((".pyc", ".pyo"))]
+    assert pycs and all(n.split("/")[-2] == "__pycache__" and n.endswith(f".{tag}.pyc") for n in pycs)
+    assert all(_bundle._source_of(n) in names for n in pycs)
+    assert not [n for n in names if "__pycache__" in n and not n.endswith(f".{tag}.pyc")]
+    assert "onnxfn/runtime/__pycache__/aws." + tag + ".pyc" in names
+    with zipfile.ZipFile(local_bundle.path) as zf:
+        header = zf.read("onnxfn/runtime/__pycache__/aws." + tag + ".pyc")[:8]
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, check_source off
     assert not [n for n in names if n.endswith("dist-info/RECORD")]
     assert not [n for n in names if "/tests/" in n]
     assert not [n for n in names if n.startswith("onnxruntime/") and "/transformers/" in n]
@@ -178,3 +215,17 @@ def test_same_inputs_give_the_same_zip_and_the_cli_prints_its_report(
     assert (tmp_path / "onnxfn-lambda.zip").read_bytes() == Path(local_bundle.path).read_bytes()
     assert data["packages"][0]["name"] == "onnxruntime"
     assert data["models"] == ["digits", "topics"]
+
+
+def test_dockerfile_builds_the_same_runtime_on_the_lambda_base_image():
+    """Not built here (no Docker engine): its contents are checked instead."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert "FROM public.ecr.aws/lambda/python:3.12" in text
+    assert 'CMD ["onnxfn.runtime.aws.handler"]' in text
+    for requirement in _bundle.SERVE_REQUIREMENTS:
+        assert f'"{requirement}"' in text
+    assert "uvicorn" not in text.split("FROM", 1)[1].replace("no uvicorn", "")
+    assert "COPY runtime/ ${LAMBDA_TASK_ROOT}/onnxfn/runtime/" in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"tests", "converter", "client", ".venv", "node_modules"} <= set(ignored)
+    assert "runtime" not in ignored and "onnxfn" not in ignored
