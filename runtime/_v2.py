@@ -8,6 +8,7 @@ length-prefixed (4-byte little-endian) elements.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from ._errors import BadRequest, PayloadTooLarge
 from ._model import Model
-from .preprocess import check_shape
+from .preprocess import check_shape, to_array
 
 DATATYPES: dict[str, Any] = {
     "BOOL": np.bool_,
@@ -122,7 +123,7 @@ def _decode_input(item: dict, binary: memoryview, model: Model) -> tuple[np.ndar
     if datatype != spec.datatype:
         raise BadRequest(f"input {name!r} is {spec.datatype} in the model, got {datatype}")
     dtype = DATATYPES[datatype]
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     params = item.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     used = 0
@@ -139,30 +140,17 @@ def _decode_input(item: dict, binary: memoryview, model: Model) -> tuple[np.ndar
                 raise BadRequest(
                     f"input {name!r}: {size} bytes do not hold shape {shape} of {datatype} ({count * itemsize} bytes)"
                 )
-            array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+            if datatype == "BOOL":
+                bytes_ = np.frombuffer(raw, dtype=np.uint8)
+                if not np.isin(bytes_, (0, 1)).all():
+                    raise BadRequest(f"input {name!r}: BOOL bytes must be 0 or 1")
+                array = bytes_.astype(np.bool_)
+            else:
+                array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
     else:
         if "data" not in item:
             raise BadRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-        data = item["data"]
-        try:
-            if datatype == "BYTES":
-                flat = np.asarray(data, dtype=np.object_).reshape(-1)
-                array = np.array([v.encode() if isinstance(v, str) else v for v in flat], dtype=np.object_)
-            else:
-                array = np.asarray(data)
-                if array.dtype == np.object_ or array.dtype.kind in "USV":
-                    raise BadRequest(f"input {name!r}: data must be numbers (ragged or text?)")
-                if datatype == "BOOL" and array.dtype != np.bool_:
-                    raise BadRequest(f"input {name!r}: BOOL data must be true/false")
-                if (
-                    array.dtype.kind == "f"
-                    and np.dtype(dtype).kind in "iub"
-                    and not np.all(np.mod(array, 1) == 0)
-                ):
-                    raise BadRequest(f"input {name!r} is {datatype}: got fractions")
-                array = array.astype(dtype).reshape(-1)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise BadRequest(f"input {name!r}: data does not fit {datatype}: {exc}") from None
+        array = to_array(item["data"], name=name, dtype=dtype).reshape(-1)
     if array.size != count:
         raise BadRequest(f"input {name!r}: {array.size} values do not fill shape {shape} ({count} values)")
     array = array.reshape(shape)
@@ -181,7 +169,12 @@ def _unpack_bytes(raw: memoryview, count: int, name: str) -> np.ndarray:
         pos += 4
         if pos + length > len(data):
             raise BadRequest(f"input {name!r}: BYTES element overruns the binary section")
-        items.append(data[pos : pos + length])
+        try:
+            items.append(data[pos : pos + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(
+                f"input {name!r}: BYTES element is not UTF-8 (onnxruntime strings are text)"
+            ) from None
         pos += length
     if len(items) != count:
         raise BadRequest(f"input {name!r}: {len(items)} BYTES elements for a shape of {count}")
@@ -191,7 +184,7 @@ def _unpack_bytes(raw: memoryview, count: int, name: str) -> np.ndarray:
 def _pack_bytes(array: np.ndarray) -> bytes:
     parts = []
     for v in array.reshape(-1):
-        b = v if isinstance(v, bytes) else str(v).encode()
+        b = v if isinstance(v, bytes) else str(v).encode("utf-8")
         parts.append(struct.pack("<I", len(b)) + b)
     return b"".join(parts)
 
