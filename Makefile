@@ -24,9 +24,8 @@ test: venv  ## the whole suite, TensorFlow tests included
 test-fast: venv  ## everything but the TensorFlow-heavy tests
 	$(PY) -m pytest -m "not convert" $(PYTEST_ARGS)
 
-lint: venv
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+lint: venv  ## ruff (style + security rules), bandit, pip-audit of what the Lambda bundle ships
+	PY=$(PY) bash tools/lint.sh
 
 bench: venv  ## writes benchmarks/RESULTS.md
 	$(PY) benchmarks/run.py
