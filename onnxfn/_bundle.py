@@ -604,6 +604,7 @@ def compile_bytecode(
 # while the rest (other image codecs, numpy.ma, pydantic.v1, ...) stays source-only and the zip stays small.
 _COLD_PATH_PROBE = r"""
 import base64, io, json, os, sys
+import onnxruntime
 from mangum import Mangum
 from PIL import Image, WebPImagePlugin
 from onnxfn.runtime._app import create_app

@@ -138,3 +138,45 @@ def serve_url(deploy_models):
     """``onnxfn serve`` on the same models: the reference answers."""
     with onnxfn_serve(deploy_models) as (url, _):
         yield url
+
+
+@pytest.fixture(scope="session")
+def lambda_runtime_dir(tmp_path_factory) -> Path:
+    """A stand-in for Lambda's /var/runtime: boto3 and its dependencies only (the runtime ships them)."""
+    from importlib.metadata import distribution
+
+    root = tmp_path_factory.mktemp("var-runtime")
+    for dist_name in ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "urllib3", "six"):
+        dist = distribution(dist_name)
+        tops = (dist.read_text("top_level.txt") or "").split()
+        if not tops:  # no top_level.txt: the first path component of its files
+            tops = sorted({f.parts[0] for f in dist.files or [] if not f.parts[0].endswith(".dist-info")})
+        for top in tops:
+            for candidate in (Path(dist.locate_file(top)), Path(dist.locate_file(f"{top}.py"))):
+                if candidate.exists() and not (root / candidate.name).exists():
+                    (root / candidate.name).symlink_to(candidate)
+    return root
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's real S3 server on 127.0.0.1 (a free port)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.RequestException:
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
 
@@ -68,9 +69,9 @@ class _Context:
 
 
 def main(bundle: str, events_file: str) -> None:
-    if bundle != "-":
+    if bundle != "-":  # BUNDLE[:RUNTIME]: like /var/task then /var/runtime (where Lambda keeps boto3)
         stdlib = [p for p in sys.path if p and "site-packages" not in p and "dist-packages" not in p]
-        sys.path[:] = [bundle, *stdlib]
+        sys.path[:] = [*bundle.split(os.pathsep), *stdlib]
     with open(events_file) as f:
         events = json.load(f)
     t_import = time.perf_counter()

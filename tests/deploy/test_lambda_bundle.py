@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,54 @@ def test_models_load_from_lambda_task_root(unpacked_bundle, events, tmp_path):
     responses, _ = run_probe(unpacked_bundle, events[:1], tmp_path, env)
     assert responses[0]["statusCode"] == 200
     assert Path(unpacked_bundle / "models" / "manifest.json").is_file()
+
+
+def test_models_from_s3_bundle_serves_models_downloaded_at_init(
+    deploy_models, events, moto_server, lambda_runtime_dir, tmp_path
+):
+    """``--models-from s3://…``: no models in the zip; the handler fetches them at init (boto3 from the
+    Lambda runtime, not the bundle) and answers like the bundle with models inside."""
+    import zipfile
+
+    import boto3
+
+    from onnxfn._bundle import build_bundle, local_target, unpack
+
+    arch, python = local_target()
+    report = build_bundle(
+        None, tmp_path / "dist", arch=arch, python=python, models_from="s3://models/prod/", log=lambda m: None
+    )
+    names = zipfile.ZipFile(report.path).namelist()
+    assert not [n for n in names if n.startswith("models/")]
+    assert not [n for n in names if n.split("/")[0] in ("boto3", "botocore")]
+    assert "ONNXFN_MODEL_DIR=s3://models/prod/" in report.table()
+    task = unpack(report.path, tmp_path / "task")
+
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="models")
+    for file in deploy_models.iterdir():
+        s3.upload_file(str(file), "models", f"prod/{file.name}")
+    env = {
+        **credentials,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "ONNXFN_MODEL_DIR": "s3://models/prod/",
+        "ONNXFN_S3_ENDPOINT_URL": moto_server,
+        "ONNXFN_CACHE_DIR": str(tmp_path / "tmp"),
+    }
+    path = f"{task}{os.pathsep}{lambda_runtime_dir}"
+    responses, summary = run_probe(path, events[:4], tmp_path, env)
+    assert [r["statusCode"] for r in responses] == [200] * 4, responses
+    assert summary["modules"]["onnxfn.runtime._s3"].startswith(str(task))
+    with_models, _ = run_probe(task, events[:4], tmp_path, {"ONNXFN_MODEL_DIR": str(deploy_models)})
+    assert [json.loads(r["body"]) for r in responses] == [json.loads(r["body"]) for r in with_models]
