@@ -69,7 +69,8 @@ def offline_service(local_bundle, node_modules, tmp_path_factory):
 
     service, env = prepare_offline(local_bundle.path, tmp_path_factory.mktemp("offline"), repo=ROOT)
     for name in [k for k in env if k.startswith("AWS_") and k not in ("AWS_EC2_METADATA_DISABLED",)]:
-        del env[name]  # prove that no AWS credentials are needed
+        del env[name]  # prove that no AWS credentials are needed, and never find a developer's own
+    env.update(AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_CONFIG_FILE=os.devnull)
     env["ONNXFN_API_KEY_HASHES"] = sha256_hex(API_KEY)
     return service, env
 
