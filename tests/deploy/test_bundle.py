@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from onnxfn import _bundle
 from onnxfn.cli import main
@@ -21,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_serve_requirements_are_pyprojects_serve_extra_without_uvicorn():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {re.split(r"[<>=!~;\[ ]", r)[0].lower() for r in extras["serve"]} - {"uvicorn"}
     base = {
