@@ -210,6 +210,25 @@ class Model:
             )
         return out
 
+    def warmup(self) -> None:
+        """Run the graph once on zeros (batch of one), and load Pillow's decoders for image models.
+
+        Called during Lambda's init phase so the first request does not pay for lazy initialisation.
+        """
+        if isinstance(self.preprocessor, ImagePreprocessor):
+            from PIL import Image
+
+            Image.preinit()
+        feeds = {}
+        for spec in self.inputs:
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+            dtype = spec.dtype
+            feeds[spec.name] = np.full(shape, "", dtype=object) if dtype is np.object_ else np.zeros(shape, dtype)
+        try:
+            self.session.run(None, feeds)
+        except Exception as exc:  # a model with data-dependent constraints: warm-up is best effort
+            log.debug("warm-up of %s skipped: %s", self.name, exc)
+
     def describe(self) -> dict[str, Any]:
         """KServe V2 model metadata, plus onnxfn's own fields."""
         return {

@@ -13,4 +13,6 @@ from ._settings import Settings
 
 settings = Settings.from_env(offload=False)
 app = create_app(settings.model_dir, settings=settings)
+for _model in app.state.repository.models.values():
+    _model.warmup()  # in the init phase, not on the first request
 handler = Mangum(app, lifespan="off")

@@ -154,3 +154,14 @@ print(json.dumps(out))
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {"none": 401, "wrong": 401, "health": 200, "bearer": 200, "tf": False}
     assert "s3cret" not in result.stderr  # keys never reach the logs
+
+
+def test_models_are_warmed_during_init(handler):
+    """aws.py runs each model once at import, so the first request pays no lazy initialisation."""
+    import onnxfn.runtime.aws as aws
+
+    model = aws.app.state.repository.get("digits")
+    model.warmup()  # idempotent, and safe to call again
+    from PIL import Image
+
+    assert Image._initialized >= 1  # Pillow's decoders were loaded at init, not on the first request
