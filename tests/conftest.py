@@ -32,3 +32,12 @@ def digits_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_model(digits_dir) -> Path:
     return digits_dir / "digits.onnx"
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's real S3 server on 127.0.0.1 (shared by the runtime and deploy S3 tests)."""
+    from servers import moto_s3
+
+    with moto_s3() as url:
+        yield url

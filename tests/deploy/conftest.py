@@ -157,27 +157,3 @@ def lambda_runtime_dir(tmp_path_factory) -> Path:
                 if candidate.exists() and not (root / candidate.name).exists():
                     (root / candidate.name).symlink_to(candidate)
     return root
-
-
-@pytest.fixture(scope="session")
-def moto_server():
-    """moto's real S3 server on 127.0.0.1 (a free port)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.RequestException:
-            time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

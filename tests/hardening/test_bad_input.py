@@ -6,13 +6,11 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import requests
-from models import digit_jpeg, digit_png, topics_bow
+from models import digit_jpeg, digit_png, png_header_only, topics_bow
 from onnxfn.runtime import write_manifest
 from onnxfn.runtime._auth import hash_key
 from PIL import Image
@@ -45,19 +43,6 @@ def server(tmp_path_factory, digits_model, digits_data):
 def good(digits_data):
     _, x_test, _, y_test = digits_data
     return digit_png(x_test[0]), str(y_test[0])
-
-
-def png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
-        + chunk(b"IEND", b"")
-    )
 
 
 def bomb() -> bytes:
@@ -111,7 +96,7 @@ def cases(good_png: bytes) -> dict[str, tuple[bytes, int, str]]:
             "not an image",
         ),
         "decompression bomb": (http("POST", "/predict", bomb(), PNG), 400, "ONNXFN_MAX_IMAGE_PIXELS"),
-        "20000x20000 header": (http("POST", "/predict", png_header(20000, 20000), PNG), 400, "pixels"),
+        "20000x20000 header": (http("POST", "/predict", png_header_only(20000, 20000), PNG), 400, "pixels"),
         "bad base64": (http("POST", "/predict", b'{"instances": ["***"]}', J), 400, "base64"),
         "wrong tensor shape": (
             http("POST", "/v2/models/digits/infer", v2([1, 8, 8]).encode(), J),

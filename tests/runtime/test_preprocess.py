@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from models import png_header_only
 from onnxfn.runtime import BadRequest
 from onnxfn.runtime.preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, sniff_image
 from PIL import Image
@@ -71,19 +70,6 @@ def test_other_colour_modes_convert(mode):
     data = encode(image, "PNG")
     assert ImagePreprocessor({"size": [8, 8], "color": "RGB"})([data]).shape == (1, 8, 8, 3)
     assert ImagePreprocessor(SPEC)([data]).shape == (1, 8, 8, 1)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_pixel_limit_stops_bombs_before_decoding():

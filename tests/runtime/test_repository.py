@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-import requests
 from models import digits_logreg
 from onnxfn.runtime import NotFound, load_models, write_manifest
 from onnxfn.runtime._settings import Settings, default_threads
-from servers import free_port
 
 
 @pytest.fixture
@@ -101,27 +96,6 @@ def test_threads_from_lambda_memory(monkeypatch):
     monkeypatch.setenv("ONNXFN_THREADS", "many")
     with pytest.raises(ValueError, match="ONNXFN_THREADS"):
         Settings.from_env()
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.RequestException:
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.mark.slow

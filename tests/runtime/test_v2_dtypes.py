@@ -8,22 +8,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from onnxfn.runtime import Settings, create_app
+from onnxfn.runtime._v2 import DATATYPES
 
-DTYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
+DTYPES = DATATYPES  # the runtime's V2 datatype → numpy table
 
 
 @pytest.fixture(scope="module")
