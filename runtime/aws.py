@@ -6,6 +6,12 @@ invocation, so lifespan is off. Works for API Gateway REST (v1), HTTP API (v2), 
 
 from __future__ import annotations
 
+import os
+
+# pydantic (under FastAPI) scans every installed distribution for plugins on first use: 40-80 ms of a
+# cold start in a fat environment, for plugins a Lambda handler never uses. A user's own setting wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
 from mangum import Mangum
 
 from ._app import create_app
