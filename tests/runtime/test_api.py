@@ -196,3 +196,11 @@ def test_auth(digits_dir, png):
         )
         assert c.get("/v2/models/digits", headers={"authorization": "Bearer k1"}).status_code == 200
         assert c.get("/v2", headers={"authorization": "Basic k1"}).status_code == 401
+
+
+def test_inference_beyond_the_request_timeout_is_a_503(digits_dir, png):
+    app = create_app(digits_dir, settings=Settings(request_timeout=1e-9, threads=1))
+    with TestClient(app) as c:
+        r = c.post("/predict", content=png, headers={"content-type": "image/png"})
+    assert r.status_code == 503 and "ONNXFN_REQUEST_TIMEOUT" in r.json()["error"]
+    assert r.headers["retry-after"] == "1"

@@ -55,3 +55,18 @@ def test_serve_refuses_a_missing_model(tmp_path):
     )
     assert result.returncode == 2
     assert "neither an .onnx file nor a directory" in result.stderr
+
+
+def test_serve_with_two_workers(digits_dir, digits_data):
+    _, x_test, _, y_test = digits_data
+    with onnxfn_serve(digits_dir, "--workers", "2") as (url, proc):
+        with requests.Session() as s:
+            labels = [
+                s.post(f"{url}/predict", data=digit_png(img), headers={"content-type": "image/png"}).json()[
+                    "predictions"
+                ][0][0]["label"]
+                for img in x_test[:20]
+            ]
+        assert sum(label == str(y) for label, y in zip(labels, y_test[:20], strict=True)) >= 17
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
