@@ -23,6 +23,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "converter"))
+sys.path.insert(0, str(HERE))
+from common import row  # noqa: E402
+
 WORK = ROOT / "artifacts" / "bench" / "quantize"
 RUNS = int(os.environ.get("ONNXFN_BENCH_RUNS", "100"))  # per variant and batch size, interleaved
 
@@ -153,17 +156,8 @@ def reports(runs: int = RUNS) -> dict[str, Any]:
 
 def _row(
     what: str, ours: float, baseline: float | None, ratio: float | None, target: str, met: bool, unit: str
-):
-    return {
-        "area": "converter",
-        "what": what,
-        "ours": ours,
-        "baseline": baseline,
-        "ratio": ratio,
-        "target": target,
-        "met": bool(met),
-        "unit": unit,
-    }
+) -> dict:
+    return row("converter", what, ours, baseline, ratio, target, met, unit)
 
 
 def rows_from(found: dict[str, Any]) -> list[dict]:

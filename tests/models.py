@@ -43,7 +43,6 @@ def digit_png(image_0_16: np.ndarray) -> bytes:
 
 def digits_logreg(path: Path, *, version: int = 1) -> tuple[Path, float]:
     """Train, write ``path`` (ONNX with onnxfn metadata); return the path and held-out accuracy."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     from onnxfn.runtime import ModelMetadata
     from sklearn.linear_model import LogisticRegression
@@ -68,21 +67,14 @@ def digits_logreg(path: Path, *, version: int = 1) -> tuple[Path, float]:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
         initializer=[w, b, shape],
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnxfn-tests"
-    )
-    model.ir_version = 8
-    ModelMetadata(
+    metadata = ModelMetadata(
         task="image-classification",
         labels=[str(i) for i in range(10)],
         preprocess=DIGITS_PREPROCESS,
         source={"trainer": "sklearn LogisticRegression"},
         version=version,
-    ).write(model)
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path, accuracy
+    )
+    return _save(graph, metadata, path), accuracy
 
 
 def digit_jpeg(image_0_16: np.ndarray, quality: int = 95) -> bytes:
@@ -126,7 +118,6 @@ def topics_bow(path: Path, *, output_mode: str = "multi_hot", version: int = 1) 
     Its ``onnxfn.preprocess`` is a Keras-style vocab (``""`` and ``[UNK]`` first) with ``output_mode``
     ``multi_hot`` or ``count``, so the runtime's TextPreprocessor builds the input. Returns (path, accuracy).
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     from onnxfn.runtime import ModelMetadata
     from onnxfn.runtime.preprocess import TextPreprocessor
@@ -157,20 +148,14 @@ def topics_bow(path: Path, *, output_mode: str = "multi_hot", version: int = 1) 
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
         initializer=[w, b],
     )
-    opsets = [helper.make_opsetid("", 17)]
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="onnxfn-tests")
-    model.ir_version = 8
-    ModelMetadata(
+    metadata = ModelMetadata(
         task="text-classification",
         labels=labels,
         preprocess=spec,
         source={"trainer": "sklearn LogisticRegression on a generated corpus"},
         version=version,
-    ).write(model)
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path, accuracy
+    )
+    return _save(graph, metadata, path), accuracy
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -188,3 +173,19 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
         + chunk(b"IEND", b"")
     )
+
+
+def _save(graph, metadata, path: Path) -> Path:
+    """An opset-17 model from ``graph`` with onnxfn ``metadata``, checked and written to ``path``."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnxfn-tests"
+    )
+    model.ir_version = 8
+    metadata.write(model)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
