@@ -85,18 +85,15 @@ class RequestMiddleware:
                     "(ONNXFN_MAX_HEADER_BYTES): send fewer or shorter headers"
                 )
             path = scope.get("path", "")
-            if (
-                self.hashes
-                and path not in OPEN_PATHS
-                and not authorized(key_from_headers(headers), self.hashes)
-            ):
-                has_key = key_from_headers(headers) is not None
-                raise Unauthorized(
-                    "invalid API key"
-                    if has_key
-                    else "missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
-                    headers={"www-authenticate": "Bearer"},
-                )
+            if self.hashes and path not in OPEN_PATHS:
+                key = key_from_headers(headers)
+                if not authorized(key, self.hashes):
+                    raise Unauthorized(
+                        "invalid API key"
+                        if key is not None
+                        else "missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
+                        headers={"www-authenticate": "Bearer"},
+                    )
             length = headers.get("content-length")
             if length is not None:
                 if not length.isdigit():

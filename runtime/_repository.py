@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from ._errors import NotFound, NotReady
@@ -44,7 +46,9 @@ class ModelRepository:
         self.models = models
         self.errors = errors or {}
         if default is not None and default not in models:
-            raise ValueError(f"default model {default!r} is not among the loaded models {sorted(models)}")
+            raise ValueError(
+                f"default model {default!r} (ONNXFN_DEFAULT_MODEL) is not among the loaded models {sorted(models)}"
+            )
         # Without an explicit default, /predict serves the first model by name.
         self.default = default or (sorted(models)[0] if models else None)
 
@@ -72,16 +76,10 @@ class ModelRepository:
         if not path.is_dir():
             raise FileNotFoundError(f"model source {text!r} is neither an .onnx file nor a directory")
         manifest = path / MANIFEST
-        models: dict[str, Model] = {}
-        errors: dict[str, str] = {}
+        loaders: dict[str, Callable[[], Model]] = {}
         if manifest.is_file():
-            entries = _read_manifest(manifest)
-            for name, entry in sorted(entries.items()):
-                try:
-                    models[name] = _load_verified(path, name, entry, kwargs)
-                except (ValueError, OSError) as exc:
-                    errors[name] = str(exc)
-                    log.error(json.dumps({"event": "model_refused", "model": name, "reason": str(exc)}))
+            for name, entry in sorted(_read_manifest(manifest).items()):
+                loaders[name] = partial(_load_verified, path, name, entry, kwargs)
         else:
             files = sorted(path.glob("*.onnx"))
             if files:
@@ -95,17 +93,17 @@ class ModelRepository:
                     )
                 )
             for file in files:
-                try:
-                    models[file.stem] = Model(file.stem, file, **kwargs)
-                except (ValueError, OSError) as exc:
-                    errors[file.stem] = str(exc)
-                    log.error(json.dumps({"event": "model_refused", "model": file.stem, "reason": str(exc)}))
-        if not models and not errors:
+                loaders[file.stem] = partial(Model, file.stem, file, **kwargs)
+        if not loaders:
             raise FileNotFoundError(f"no models in {path}: expected *.onnx files or a {MANIFEST}")
-        if default is not None and default not in models:
-            raise ValueError(
-                f"ONNXFN_DEFAULT_MODEL={default!r} is not among the loaded models {sorted(models)}"
-            )
+        models: dict[str, Model] = {}
+        errors: dict[str, str] = {}
+        for name, load_one in loaders.items():
+            try:
+                models[name] = load_one()
+            except (ValueError, OSError) as exc:  # refuse this one, keep serving the others
+                errors[name] = str(exc)
+                log.error(json.dumps({"event": "model_refused", "model": name, "reason": str(exc)}))
         return cls(models, default=default, errors=errors)
 
     def get(self, name: str | None, version: str | None = None) -> Model:
