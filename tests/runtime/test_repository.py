@@ -14,6 +14,15 @@ from onnxfn.runtime._settings import Settings, default_threads
 
 
 @pytest.fixture
+def runtime_log(caplog):
+    """Records of the onnxfn.runtime logger (it does not propagate to root, so caplog needs a hand)."""
+    logger = logging.getLogger("onnxfn.runtime")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
 def two_models(tmp_path, digits_model):
     shutil.copy(digits_model, tmp_path / "a.onnx")
     digits_logreg(tmp_path / "b.onnx", version=3)
@@ -41,20 +50,15 @@ def test_directory_with_manifest_verifies_and_versions(two_models):
         repo.get("c")
 
 
-def test_corrupted_model_is_refused_and_the_others_still_served(two_models, caplog):
+def test_corrupted_model_is_refused_and_the_others_still_served(two_models, runtime_log):
     data = bytearray((two_models / "a.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (two_models / "a.onnx").write_bytes(bytes(data))
-    logger = logging.getLogger("onnxfn.runtime")
-    logger.addHandler(caplog.handler)
-    try:
-        repo = load_models(two_models)
-    finally:
-        logger.removeHandler(caplog.handler)
+    repo = load_models(two_models)
     assert list(repo.models) == ["b"]
     assert "sha256 mismatch for a.onnx" in repo.errors["a"]
     assert any(
-        "model_refused" in r.getMessage() and "sha256 mismatch" in r.getMessage() for r in caplog.records
+        "model_refused" in r.getMessage() and "sha256 mismatch" in r.getMessage() for r in runtime_log.records
     )
     with pytest.raises(NotFound, match="failed to load: sha256 mismatch"):
         repo.get("a")
@@ -69,16 +73,11 @@ def test_manifest_cannot_point_outside_the_directory(tmp_path, digits_model):
         load_models(tmp_path / "missing")
 
 
-def test_directory_without_manifest_serves_and_warns(tmp_path, digits_model, caplog):
+def test_directory_without_manifest_serves_and_warns(tmp_path, digits_model, runtime_log):
     shutil.copy(digits_model, tmp_path / "m.onnx")
-    logger = logging.getLogger("onnxfn.runtime")
-    logger.addHandler(caplog.handler)
-    try:
-        repo = load_models(tmp_path)
-    finally:
-        logger.removeHandler(caplog.handler)
+    repo = load_models(tmp_path)
     assert list(repo.models) == ["m"]
-    assert any("no_manifest" in r.getMessage() for r in caplog.records)
+    assert any("no_manifest" in r.getMessage() for r in runtime_log.records)
 
 
 def test_not_an_onnx_file_is_a_clear_error(tmp_path):
