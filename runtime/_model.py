@@ -223,7 +223,9 @@ class Model:
         for spec in self.inputs:
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
             dtype = spec.dtype
-            feeds[spec.name] = np.full(shape, "", dtype=object) if dtype is np.object_ else np.zeros(shape, dtype)
+            feeds[spec.name] = (
+                np.full(shape, "", dtype=object) if dtype is np.object_ else np.zeros(shape, dtype)
+            )
         try:
             self.session.run(None, feeds)
         except Exception as exc:  # a model with data-dependent constraints: warm-up is best effort
