@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,13 @@ class TensorSpec:
 
 
 def session_options(threads: int) -> Any:
+    """Options of every session: explicit threads (ORT ignores OMP_NUM_THREADS), sequential, all optimisations.
+
+    Denormals are flushed to zero: a network whose activations decay towards denormals otherwise runs
+    several times slower on x86 for no accuracy gain. The intra-op threads do not spin-wait for work:
+    between requests spinning burns a core per idle thread (it doubled CPU per request in
+    ``benchmarks/bench_batching.py``) and it steals the cores the HTTP side needs.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -49,6 +57,8 @@ def session_options(threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -63,6 +73,7 @@ class Model:
         threads: int = 1,
         max_image_pixels: int = 40_000_000,
         sha256: str | None = None,
+        instances: int = 1,
     ) -> None:
         import onnxruntime as ort
 
@@ -70,11 +81,21 @@ class Model:
         self.path = Path(path)
         self.sha256 = sha256
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-            )
+            # ``instances`` sessions, each with its own intra-op thread pool (Triton's instance group).
+            self.sessions = [
+                ort.InferenceSession(
+                    str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+                )
+                for _ in range(max(1, int(instances)))
+            ]
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ValueError(f"model {name!r}: onnxruntime cannot load {self.path}: {exc}") from None
+        self.session = self.sessions[0]
+        self._idle: queue.SimpleQueue[Any] | None = None
+        if len(self.sessions) > 1:  # a request takes whichever session is free
+            self._idle = queue.SimpleQueue()
+            for session in self.sessions:
+                self._idle.put(session)
         meta = self.session.get_modelmeta()
         self.metadata = ModelMetadata.from_map(dict(meta.custom_metadata_map), version=meta.version)
         self.inputs = [TensorSpec(i.name, i.type, tuple(i.shape)) for i in self.session.get_inputs()]
@@ -110,9 +131,8 @@ class Model:
             return TextPreprocessor(spec, dtype=first.dtype)
         return None
 
-    # -- tensors -------------------------------------------------------------------------------
-    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Run the graph on named, already-validated inputs."""
+    def check(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> list[str]:
+        """The output names to compute; BadRequest when inputs are missing or unknown, or outputs unknown."""
         missing = [name for name in self.input_names if name not in feeds]
         if missing:
             raise BadRequest(
@@ -129,8 +149,33 @@ class Model:
                 raise BadRequest(
                     f"model {self.name!r} has no output {name!r}; outputs: {sorted(self.output_names)}"
                 )
+        return names
+
+    @property
+    def batchable(self) -> bool:
+        """Whether rows of different requests can share one run: every input and output has a free batch dim."""
+        return all(
+            spec.shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0)
+            for spec in (*self.inputs, *self.outputs)
+        )
+
+    # -- tensors -------------------------------------------------------------------------------
+    def run(
+        self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None, *, session: Any = None
+    ) -> dict[str, np.ndarray]:
+        """Run the graph on named, already-validated inputs (on ``session``, else a free one)."""
+        names = self.check(feeds, outputs)
+        if session is None and self._idle is not None:
+            session = self._idle.get()
+            try:
+                return self._run(session, names, feeds)
+            finally:
+                self._idle.put(session)
+        return self._run(session or self.session, names, feeds)
+
+    def _run(self, session: Any, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            results = self.session.run(names, feeds)
+            results = session.run(names, feeds)
         except Exception as exc:  # shapes the declared dims allowed but the graph rejects
             raise BadRequest(f"model {self.name!r} rejected the input: {_short(exc)}") from None
         return dict(zip(names, results, strict=True))
@@ -213,10 +258,12 @@ class Model:
             feeds[spec.name] = (
                 np.full(shape, "", dtype=object) if dtype is np.object_ else np.zeros(shape, dtype)
             )
-        try:
-            self.session.run(None, feeds)
-        except Exception as exc:  # a model with data-dependent constraints: warm-up is best effort
-            log.debug("warm-up of %s skipped: %s", self.name, exc)
+        for session in self.sessions:
+            try:
+                session.run(None, feeds)
+            except Exception as exc:  # a model with data-dependent constraints: warm-up is best effort
+                log.debug("warm-up of %s skipped: %s", self.name, exc)
+                return
 
     def describe(self) -> dict[str, Any]:
         """KServe V2 model metadata, plus onnxfn's own fields."""

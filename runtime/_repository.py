@@ -61,6 +61,7 @@ class ModelRepository:
         max_image_pixels: int = 40_000_000,
         default: str | None = None,
         cache_dir: str | Path | None = None,
+        instances: int = 1,
     ) -> ModelRepository:
         """Load every model ``source`` names: a file, a directory or ``s3://bucket/prefix``."""
         text = str(source)
@@ -69,7 +70,7 @@ class ModelRepository:
 
             source = download(text, cache_dir=cache_dir)
         path = Path(source)
-        kwargs = {"threads": threads, "max_image_pixels": max_image_pixels}
+        kwargs = {"threads": threads, "max_image_pixels": max_image_pixels, "instances": instances}
         if path.is_file():
             model = Model(path.stem, path, **kwargs)
             return cls({model.name: model}, default=default)

@@ -17,7 +17,8 @@ from mangum import Mangum
 from ._app import create_app
 from ._settings import Settings
 
-settings = Settings.from_env(offload=False)
+# One request per container: no worker-thread hop, no batching, one session (whatever the environment says).
+settings = Settings.from_env(offload=False, batch_delay_ms=0.0, instances=1, workers=1)
 app = create_app(settings.model_dir, settings=settings)
 for _model in app.state.repository.models.values():
     _model.warmup()  # in the init phase, not on the first request
