@@ -70,3 +70,31 @@ def test_serve_with_two_workers(digits_dir, digits_data):
         assert sum(label == str(y) for label, y in zip(labels, y_test[:20], strict=True)) >= 17
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+
+
+def _median_latency_ms(url: str, body: bytes, n: int = 200) -> float:
+    import statistics
+    import time
+
+    latencies = []
+    with requests.Session() as s:  # one kept-alive connection, as a client library uses
+        for i in range(n + 10):
+            t0 = time.perf_counter()
+            r = s.post(f"{url}/predict", data=body, headers={"content-type": "application/octet-stream"})
+            if i >= 10:
+                latencies.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200
+    return statistics.median(latencies)
+
+
+def test_two_workers_answer_a_kept_alive_connection_as_fast_as_one(digits_dir, digits_data):
+    """No Nagle stall with ``--workers 2`` (uvicorn#3149: ~40 ms per request on a reused connection).
+
+    A behaviour test of a 40 ms stall, not a benchmark: medians of 200 requests, a wide margin.
+    """
+    body = digit_png(digits_data[1][0])
+    with onnxfn_serve(digits_dir) as (url, _):
+        one = _median_latency_ms(url, body)
+    with onnxfn_serve(digits_dir, "--workers", "2") as (url, _):
+        two = _median_latency_ms(url, body)
+    assert two <= 1.5 * one + 2, f"--workers 2: p50 {two:.1f} ms vs one worker {one:.1f} ms"
