@@ -2,6 +2,11 @@
 
 Models load here, at import (the init phase, once per container): Mangum runs lifespan on every
 invocation, so lifespan is off. Works for API Gateway REST (v1), HTTP API (v2), Function URLs and ALB.
+
+SnapStart (``snapStart: true`` in serverless.yml): Lambda snapshots the initialised environment and
+resumes copies of it. :func:`before_snapshot` runs one request through the whole app first, so the
+snapshot holds warm code paths too; :func:`after_restore` re-seeds what would otherwise be identical in
+every copy. Both are registered with ``snapshot_restore_py`` when the runtime has it (only on Lambda).
 """
 
 from __future__ import annotations
@@ -17,9 +22,61 @@ from mangum import Mangum
 from ._app import create_app
 from ._settings import Settings
 
+__all__ = ["after_restore", "app", "before_snapshot", "handler"]
+
 # One request per container: no worker-thread hop, no batching, one session (whatever the environment says).
 settings = Settings.from_env(offload=False, batch_delay_ms=0.0, instances=1, workers=1)
 app = create_app(settings.model_dir, settings=settings)
 for _model in app.state.repository.models.values():
     _model.warmup()  # in the init phase, not on the first request
 handler = Mangum(app, lifespan="off")
+
+
+def before_snapshot() -> None:
+    """SnapStart, before the snapshot: models are loaded and warm (import did it); also warm the app.
+
+    One metadata request per model goes through Mangum, the middleware, routing and the data plane, so
+    their lazy first-call work is in the snapshot instead of in the first request of every copy.
+    """
+    for name in app.state.repository.models:
+        path = f"/v2/models/{name}"
+        handler(
+            {
+                "version": "2.0",
+                "routeKey": "$default",
+                "rawPath": path,
+                "rawQueryString": "",
+                "headers": {"host": "snapshot.local"},
+                "requestContext": {
+                    "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+                    "stage": "$default",
+                },
+                "isBase64Encoded": False,
+            },
+            None,
+        )
+
+
+def after_restore() -> None:
+    """SnapStart, in each restored copy: re-seed the random generators the snapshot froze.
+
+    Request ids (``uuid4``) and API keys (``secrets``) read the kernel's entropy on every call and need
+    nothing; the ``random`` module and numpy's global generator would repeat the same sequence in every
+    copy. Nothing in the runtime keeps wall-clock time from the init phase.
+    """
+    import random
+    import sys
+
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+try:  # present in Lambda's Python runtimes; elsewhere the hooks are plain functions
+    from snapshot_restore_py import register_after_restore, register_before_snapshot
+except ImportError:
+    pass
+else:
+    register_before_snapshot(before_snapshot)
+    register_after_restore(after_restore)
