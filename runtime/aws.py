@@ -17,16 +17,55 @@ import os
 # cold start in a fat environment, for plugins a Lambda handler never uses. A user's own setting wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
+import contextlib
+import sys
+import types
+from collections.abc import Iterator
+
 from mangum import Mangum
 
-from ._app import create_app
 from ._settings import Settings
 
 __all__ = ["after_restore", "app", "before_snapshot", "handler"]
 
+
+@contextlib.contextmanager
+def _lean_fastapi() -> Iterator[None]:
+    """Import FastAPI and build the app without two costs a Lambda cold start pays for nothing.
+
+    - pydantic builds the validators of every model at class creation: FastAPI defines ~60 OpenAPI models
+      at import that only ``/openapi.json`` uses. ``defer_build`` (a documented pydantic setting) builds
+      each on first use instead; models defined after this block are not affected.
+    - FastAPI asks of every endpoint parameter whether it is a pydantic v1 model, importing the whole
+      ``pydantic.v1`` package to find out. onnxfn's parameters are ``str``: while the routes are built,
+      a stand-in ``pydantic.v1`` whose ``BaseModel`` nothing subclasses answers "no"; the real package
+      stays importable afterwards.
+    """
+    from pydantic import BaseModel
+
+    had_v1 = "pydantic.v1" in sys.modules
+    if not had_v1:
+        stand_in = types.ModuleType("pydantic.v1")
+        stand_in.BaseModel = type("BaseModel", (), {})  # type: ignore[attr-defined]
+        sys.modules["pydantic.v1"] = stand_in
+    deferred = "defer_build" not in BaseModel.model_config
+    if deferred:
+        BaseModel.model_config["defer_build"] = True
+    try:
+        yield
+    finally:
+        if deferred:
+            BaseModel.model_config.pop("defer_build", None)
+        if not had_v1 and sys.modules.get("pydantic.v1") is stand_in:
+            del sys.modules["pydantic.v1"]
+
+
 # One request per container: no worker-thread hop, no batching, one session (whatever the environment says).
 settings = Settings.from_env(offload=False, batch_delay_ms=0.0, instances=1, workers=1)
-app = create_app(settings.model_dir, settings=settings)
+with _lean_fastapi():
+    from ._app import create_app
+
+    app = create_app(settings.model_dir, settings=settings)
 for _model in app.state.repository.models.values():
     _model.warmup()  # in the init phase, not on the first request
 handler = Mangum(app, lifespan="off")
