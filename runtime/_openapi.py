@@ -7,21 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DATATYPES = [
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-]
+from onnxfn._wire import DATATYPES as _WIRE_DATATYPES
+
+DATATYPES = list(_WIRE_DATATYPES)
 
 
 def _ref(name: str) -> dict[str, str]:
