@@ -1,9 +1,9 @@
 """MobileNetV2 96×96 for the serving benchmarks: built once with Keras, converted with onnxfn, cached.
 
 ``weights=None`` (no downloads here), but the BatchNorm moving statistics are set from one real batch
-(crops of sklearn's sample photos): with Keras' initial statistics (mean 0, variance 1) the activations of
-an untrained MobileNetV2 decay towards denormals and batch-1 inference gets several times slower than a
-trained network's, which would measure the CPU's denormal path rather than the server. Images are fed
+(crops of sklearn's sample photos), as a trained network's would be: with Keras' initial statistics (mean 0,
+variance 1) the activations of an untrained MobileNetV2 can decay towards denormals, and issue 14 measured
+batch-1 inference 7× slower that way (not reproduced on the EPYC used for docs/runtime.md). Images are fed
 the ``tf`` way (pixels / 127.5 − 1), as ``keras.applications.mobilenet_v2.preprocess_input`` does.
 """
 

@@ -2,7 +2,7 @@
 
 The same ONNX model (MobileNetV2 96×96, ``_mobilenet.py``), the same work (PNG → decode → RGB 96×96 →
 /127.5 − 1 → onnxruntime → top label), the same load generator (``_load.py``) at 1, 8 and 32 clients, the
-same onnxruntime session options (``--threads`` intra-op threads, no spinning, denormals flushed) and
+same onnxruntime session options (``--threads`` intra-op threads, no spinning) and
 access logs off on both. Each server gets its idiomatic request: onnxfn the PNG bytes
 (``application/octet-stream``, what ``onnxfn.client`` sends), BentoML a multipart file (what its clients
 send for an ``Image`` parameter). Plain, and with each one's batching (onnxfn ``--batch-delay-ms 5``,

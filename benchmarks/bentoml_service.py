@@ -4,7 +4,7 @@ PNG (multipart, BentoML's file input) → Pillow decode → RGB 96×96 → pixel
 Runs in its own venv (``pip install bentoml onnxruntime pillow``). Settings come from the environment:
 ``BENCH_MODEL`` (the .onnx file), ``BENCH_THREADS`` (intra-op threads, the same as onnxfn's),
 ``BENCH_BATCHING`` (1: BentoML's adaptive batching, up to 32 rows, 5 ms max latency target).
-The session gets the options onnxfn uses (no spinning, denormals flushed), so only the servers differ.
+The session gets the options onnxfn uses (no intra-op spinning), so only the servers differ.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ def _session():
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(MODEL, options, providers=["CPUExecutionProvider"])
 
