@@ -72,29 +72,28 @@ def test_serve_with_two_workers(digits_dir, digits_data):
         assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
 
 
-def _median_latency_ms(url: str, body: bytes, n: int = 200) -> float:
-    import statistics
-    import time
-
-    latencies = []
-    with requests.Session() as s:  # one kept-alive connection, as a client library uses
-        for i in range(n + 10):
-            t0 = time.perf_counter()
-            r = s.post(f"{url}/predict", data=body, headers={"content-type": "application/octet-stream"})
-            if i >= 10:
-                latencies.append((time.perf_counter() - t0) * 1000)
-            assert r.status_code == 200
-    return statistics.median(latencies)
-
-
 def test_two_workers_answer_a_kept_alive_connection_as_fast_as_one(digits_dir, digits_data):
     """No Nagle stall with ``--workers 2`` (uvicorn#3149: ~40 ms per request on a reused connection).
 
-    A behaviour test of a 40 ms stall, not a benchmark: medians of 200 requests, a wide margin.
+    A behaviour test of a 40 ms stall, not a benchmark: both servers run at once and get alternate requests
+    on one kept-alive connection each (so the machine's background load hits both alike); medians of 200.
     """
+    import statistics
+    import time
+
     body = digit_png(digits_data[1][0])
-    with onnxfn_serve(digits_dir) as (url, _):
-        one = _median_latency_ms(url, body)
-    with onnxfn_serve(digits_dir, "--workers", "2") as (url, _):
-        two = _median_latency_ms(url, body)
-    assert two <= 1.5 * one + 2, f"--workers 2: p50 {two:.1f} ms vs one worker {one:.1f} ms"
+    headers = {"content-type": "application/octet-stream"}
+    latencies: dict[str, list[float]] = {"one": [], "two": []}
+    with onnxfn_serve(digits_dir) as (one, _), onnxfn_serve(digits_dir, "--workers", "2") as (two, _):
+        with requests.Session() as s1, requests.Session() as s2:
+            for i in range(220):
+                for name, url, s in (("one", one, s1), ("two", two, s2)):
+                    t0 = time.perf_counter()
+                    r = s.post(f"{url}/predict", data=body, headers=headers)
+                    if i >= 20:  # after the connection and the workers are warm
+                        latencies[name].append((time.perf_counter() - t0) * 1000)
+                    assert r.status_code == 200
+    p50 = {name: statistics.median(values) for name, values in latencies.items()}
+    assert p50["two"] <= 1.5 * p50["one"] + 1.0, (
+        f"p50 ms: --workers 2 {p50['two']:.1f}, one worker {p50['one']:.1f}"
+    )
