@@ -150,7 +150,10 @@ def write(results: dict, version: str) -> None:
         f"# `onnxfn serve` vs BentoML {version} (benchmarks/bench_bentoml.py)",
         "",
         f"Machine: {machine()}. MobileNetV2 96×96, PNG bodies, {SECONDS:g} s per run, {THREADS} onnxruntime "
-        "threads in both, access logs off in both, one worker process each.",
+        "threads in both (no intra-op spinning), access logs off in both, one worker process each. Bodies: onnxfn "
+        "the PNG bytes (what onnxfn.client sends), BentoML a multipart file (what its clients send for an Image "
+        "parameter). Batching: onnxfn `--batch-delay-ms 5`, BentoML `batchable=True`; both at most 32 rows. "
+        "The servers are measured in alternating windows; the machine was shared (read the ratios).",
         "",
         "| server | clients | req/s | p50 ms | p99 ms | server CPU ms/request | errors | start → first answer s |",
         "|---|---|---|---|---|---|---|---|",
