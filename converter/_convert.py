@@ -15,7 +15,7 @@ import numpy as np
 from onnxfn.runtime._metadata import ModelMetadata
 
 from ._errors import ConversionError
-from ._load import Source, load
+from ._load import Source
 
 log = logging.getLogger("onnxfn.converter")
 DEFAULT_ATOL = 1e-4
@@ -39,6 +39,7 @@ class ConversionReport:
     labels: int = 0
     preprocess: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +67,7 @@ class ConversionReport:
         if self.keras_ms is not None and self.onnx_ms is not None:
             rows.append(("latency b=1", f"keras {self.keras_ms:.2f} ms, onnxruntime {self.onnx_ms:.2f} ms"))
         rows.append(("took", f"{self.seconds:.1f} s"))
+        rows += [("note", n) for n in self.notes]
         rows += [("warning", w) for w in self.warnings]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -83,24 +85,37 @@ def convert(
     sample: np.ndarray | list[np.ndarray] | None = None,
     atol: float = DEFAULT_ATOL,
     version: int = 1,
+    tokenizer: Any = None,
 ) -> ConversionReport:
     """Convert ``model`` (``keras.Model``, ``.keras``, ``.h5`` or SavedModel dir) to ``output`` (.onnx).
 
     ``sample``: real inputs for the parity check (default: inputs drawn from the model's own
     preprocessing). The check fails with :class:`ConversionError` when ONNX and Keras differ by more
     than ``atol``. ``manifest.json`` beside ``output`` is created or updated.
+
+    Text: a model with ``TextVectorization`` inside (string input) keeps the vectorizer in the metadata and
+    the rest in ONNX; a BERT-style model (keras-hub ``TextClassifier`` with its preprocessor, or
+    ``tokenizer=`` a keras-hub WordPiece tokenizer/preprocessor or a ``vocab.txt``) carries its tokenizer.
     """
     started = time.perf_counter()
     output = Path(output)
     if output.suffix != ".onnx":
         raise ConversionError(f"output {output} must end in .onnx")
-    source = load(model)
+    from ._textmodels import text_model
+
+    source, text = text_model(model, tokenizer=tokenizer)
+    notes: list[str] = []
+    early: list[str] = []
+    if text is not None:
+        preprocess = {**text.preprocess, **(preprocess or {})} or None
+        notes += text.notes
+        early += [] if preprocess and "vocab" in preprocess else text.warnings
     proto = _to_onnx(source, opset)
     onnx_outputs = _output_info(proto)
     classes = _classes(onnx_outputs)
     task = task or _infer_task(source, preprocess, classes)
     preprocess = _preprocess_for(task, source, preprocess)
-    warnings: list[str] = []
+    warnings: list[str] = list(early)
     if labels is not None:
         labels = [str(x) for x in labels]
         if classes is not None and len(labels) != max(classes, 2 if classes == 1 else classes):
@@ -165,6 +180,7 @@ def convert(
         labels=len(labels or []),
         preprocess=preprocess,
         warnings=warnings,
+        notes=notes,
     )
 
 
