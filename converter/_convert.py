@@ -103,7 +103,7 @@ def convert(
         raise ConversionError(f"output {output} must end in .onnx")
     from ._textmodels import text_model
 
-    source, text = text_model(model, tokenizer=tokenizer)
+    source, text = text_model(model, tokenizer=tokenizer, preprocess=preprocess)
     notes: list[str] = []
     early: list[str] = []
     if text is not None:

@@ -34,22 +34,29 @@ class TextModel:
     warnings: list[str] = field(default_factory=list)  # shown unless the user's preprocess settles them
 
 
-def text_model(model: Any, *, tokenizer: Any = None) -> tuple[Source, TextModel | None]:
-    """The :class:`Source` to convert, and the text preprocessing moved out of it (None: not a text model)."""
+def text_model(
+    model: Any, *, tokenizer: Any = None, preprocess: dict[str, Any] | None = None
+) -> tuple[Source, TextModel | None]:
+    """The :class:`Source` to convert, and the text preprocessing moved out of it (None: not a text model).
+
+    ``preprocess``: the user's own settings; its ``max_len`` gives the sequence length when neither the
+    tokenizer nor the model's input says it.
+    """
+    user_len = (preprocess or {}).get("max_len")
     keras_model, path = _keras(model)
     if keras_model is None:
         if tokenizer is not None:
             source = load(model)
-            spec = tokenizer_spec(tokenizer, max_len=_fixed_length(source))
+            spec = tokenizer_spec(tokenizer, max_len=_fixed_length(source) or user_len)
             return source, TextModel(source, spec)
         return load(model), None
     found = _string_input_model(keras_model)
     if found is None:
-        found = _bert_model(keras_model, tokenizer)
+        found = _bert_model(keras_model, tokenizer, user_len)
     if found is None:
         source = load(keras_model)
         if tokenizer is not None:
-            found = TextModel(source, tokenizer_spec(tokenizer, max_len=_fixed_length(source)))
+            found = TextModel(source, tokenizer_spec(tokenizer, max_len=_fixed_length(source) or user_len))
     source = found.source if found is not None else source
     if path is not None:
         source.path, source.sha256 = path, _sha256(path)
@@ -172,7 +179,7 @@ def _after(model: Any, vectorizer: Any) -> Any:
 # -- BERT-style models with a WordPiece tokenizer ----------------------------------------------------
 
 
-def _bert_model(model: Any, tokenizer: Any) -> TextModel | None:
+def _bert_model(model: Any, tokenizer: Any, user_len: int | None = None) -> TextModel | None:
     names = _input_names(model)
     if "token_ids" not in names or not set(names) <= set(BERT_INPUTS):
         return None
@@ -186,7 +193,7 @@ def _bert_model(model: Any, tokenizer: Any) -> TextModel | None:
         )
     token_spec = next(t for t in _input_tensors(model) if _name(t) == "token_ids")
     length = token_spec.shape[1] if len(token_spec.shape) > 1 else None
-    spec = tokenizer_spec(given, max_len=int(length) if length else None)
+    spec = tokenizer_spec(given, max_len=int(length) if length else user_len)
     pad = spec["vocab"].index(spec["pad"]) if spec.get("pad") in spec["vocab"] else 0
     dtype = str(np.dtype(getattr(token_spec, "dtype", "int32")))
     keys = list(names)
