@@ -103,7 +103,6 @@ def _import_keras_hub() -> Any:
 
 
 def _string_input_model(model: Any) -> TextModel | None:
-    import keras
 
     strings = [t for t in model.inputs if "string" in str(getattr(t, "dtype", ""))]
     if not strings:
@@ -117,7 +116,11 @@ def _string_input_model(model: Any) -> TextModel | None:
     if len(vectorizers) != 1:
         raise ConversionError(
             "the model takes strings but has "
-            + ("no TextVectorization layer" if not vectorizers else f"{len(vectorizers)} TextVectorization layers")
+            + (
+                "no TextVectorization layer"
+                if not vectorizers
+                else f"{len(vectorizers)} TextVectorization layers"
+            )
             + ": ONNX has no string ops, so onnxfn moves exactly one TextVectorization (applied to the input) "
             "into the metadata; build the model as Input(dtype='string') -> TextVectorization -> ..."
         )
@@ -245,7 +248,7 @@ def tokenizer_spec(tokenizer: Any, *, max_len: int | None = None) -> dict[str, A
         )
     if getattr(tokenizer, "special_tokens_in_strings", False):
         raise ConversionError("WordPiece with special_tokens_in_strings=True is not supported")
-    if not getattr(tokenizer, "split", True) is True:
+    if getattr(tokenizer, "split", True) is not True:
         raise ConversionError("WordPiece with split=False (pre-split input) is not supported")
     spec: dict[str, Any] = {
         "tokenizer": "wordpiece",
@@ -265,7 +268,9 @@ def tokenizer_spec(tokenizer: Any, *, max_len: int | None = None) -> dict[str, A
         spec.update(
             cls=getattr(tokenizer, "cls_token", None) or _token(tokenizer, "start_token_id"),
             sep=getattr(tokenizer, "sep_token", None) or _token(tokenizer, "end_token_id"),
-            pad=getattr(tokenizer, "pad_token", None) or _token(tokenizer, "pad_token_id") or spec["vocab"][0],
+            pad=getattr(tokenizer, "pad_token", None)
+            or _token(tokenizer, "pad_token_id")
+            or spec["vocab"][0],
             max_len=int(preprocessor.sequence_length),
         )
     else:  # a bare tokenizer: ids only, padded with 0 (keras-hub's sequence_length padding)

@@ -99,11 +99,14 @@ def test_string_input_model_converts_and_serves_raw_text_on_lambda(vec_model, te
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_cli_converts_a_sequential_vectorizer_model_for_client_local(vec_model, text_corpus, tmp_path, capsys):
+def test_cli_converts_a_sequential_vectorizer_model_for_client_local(
+    vec_model, text_corpus, tmp_path, capsys
+):
     """Today's failure mode was a quiet ``task tensor``: the CLI now finds the vectorizer itself."""
     import keras
-    from onnxfn.cli import main
     from onnxfn.client import Client
+
+    from onnxfn.cli import main
 
     _, _, test_texts, _, names = text_corpus
     vectorizer, *rest = [layer for layer in vec_model.layers if type(layer).__name__ != "InputLayer"]

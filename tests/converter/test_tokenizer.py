@@ -20,7 +20,8 @@ TRAIN = [
     "Numbers 3.14 and 1,000,000; e-mail a.b@example.com; url https://x.org/a?b=c#d",
     "Emoji 😀👍🏽 and symbols © ® ™ ° ± × ÷ € £ ¥ §",
 ]
-CORPUS = TRAIN + [
+CORPUS = [
+    *TRAIN,
     "Hello, World!!",
     "CAFÉ Crème brûlée",
     "naïve\u00a0résumé",  # NBSP: not a split point

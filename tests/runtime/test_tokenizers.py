@@ -74,7 +74,7 @@ def test_packing_adds_cls_sep_and_pads():
     pre = SubwordPreprocessor(spec, dtype=np.int32)
     row = pre.row("The cafe!")
     assert row.dtype == np.int32
-    assert row.tolist() == ids(["[CLS]", "the", "cafe", "!", "[SEP]"]) + [0, 0, 0]
+    assert row.tolist() == [*ids(["[CLS]", "the", "cafe", "!", "[SEP]"]), 0, 0, 0]
     # Over-long text keeps the first max_len - 2 tokens, then [SEP]: keras-hub's single-segment truncation.
     long = pre.row("the " * 50)
     assert long.tolist() == ids(["[CLS]"] + ["the"] * 6 + ["[SEP]"])
