@@ -161,9 +161,9 @@ def bert(text_corpus, keras_seed):
     """A 2-layer BERT classifier (keras-hub, built from a config: no download) with a WordPiece vocabulary
     trained on the corpus, fitted for a few steps so its scores (logits) differ from text to text."""
     import keras
-    import keras_hub
     import tensorflow as tf
 
+    keras_hub = pytest.importorskip("keras_hub")  # the dev extra; keras-hub needs tensorflow-text
     train_texts, train_y, *_ = text_corpus
     vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(
         tf.data.Dataset.from_tensor_slices(train_texts),

@@ -46,7 +46,7 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def vocab():
-    import keras_hub
+    keras_hub = pytest.importorskip("keras_hub")  # the dev extra; keras-hub needs tensorflow-text
     import tensorflow as tf
 
     texts, _ = make_corpus(300, seed=5)
