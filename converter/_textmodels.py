@@ -83,12 +83,30 @@ def _keras(model: Any) -> tuple[Any, Path | None]:
     if isinstance(model, keras.Model):
         return model, None
     if isinstance(model, (str, Path)) and Path(model).suffix == ".keras" and Path(model).is_file():
-        _import_keras_hub()  # registers keras-hub's classes so its models deserialize
+        config = _archive_config(Path(model))
+        if not any(marker in config for marker in _TEXT_MARKERS):
+            return None, None  # not a text model: the ordinary loader takes it
+        if "keras_hub" in config:
+            _import_keras_hub()  # registers keras-hub's classes so its models deserialize
         try:
             return keras.models.load_model(model, compile=False), Path(model)
         except Exception:
             return None, None  # let the ordinary loader report it
     return None, None
+
+
+_TEXT_MARKERS = ('"string"', "TextVectorization", "keras_hub", "token_ids", "Embedding")
+
+
+def _archive_config(path: Path) -> str:
+    """The model config inside a ``.keras`` archive (a zip), or "" when it cannot be read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read("config.json").decode("utf-8", "replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return ""
 
 
 def _import_keras_hub() -> Any:

@@ -9,7 +9,7 @@ The spec keys (``onnxfn.preprocess``) are documented in docs/design.md.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,29 +113,32 @@ class WordPieceTokenizer:
 
     def words(self, text: str) -> list[str]:
         """Pre-tokenized words, in keras-hub's order: strip accents, split, case fold."""
+        return list(self._words(text))
+
+    def _words(self, text: str) -> Iterator[str]:
         if self.strip_accents:
             text = unicodedata.normalize("NFD", text)
             text = "".join(c for c in text if unicodedata.category(c) != "Mn")
-        if self.split:
-            words: list[str] = []
-            current: list[str] = []
-            for char in text:
-                kind = _kind(char, self.split_on_cjk)
-                if kind == _WORD:
-                    current.append(char)
-                    continue
-                if current:
-                    words.append("".join(current))
-                    current = []
-                if kind == _KEEP:
-                    words.append(char)
+        fold = case_fold if self.lowercase else None
+        if not self.split:
+            if text:
+                yield fold(text) if fold else text
+            return
+        current: list[str] = []
+        for char in text:
+            kind = _kind(char, self.split_on_cjk)
+            if kind == _WORD:
+                current.append(char)
+                continue
             if current:
-                words.append("".join(current))
-        else:
-            words = [text] if text else []
-        if self.lowercase:
-            words = [case_fold(w) for w in words]
-        return words
+                word = "".join(current)
+                yield fold(word) if fold else word
+                current = []
+            if kind == _KEEP:
+                yield fold(char) if fold else char
+        if current:
+            word = "".join(current)
+            yield fold(word) if fold else word
 
     def pieces(self, word: str) -> list[str]:
         """One word as vocabulary pieces (greedy longest match first), or ``[unk]``."""
@@ -163,8 +166,14 @@ class WordPieceTokenizer:
     def tokens(self, text: str) -> list[str]:
         return [piece for word in self.words(text) for piece in self.pieces(word)]
 
-    def ids(self, text: str) -> list[int]:
-        return [self.index[token] for token in self.tokens(text)]
+    def ids(self, text: str, limit: int | None = None) -> list[int]:
+        """Token ids; with ``limit``, the first ``limit`` only (the rest of the text is not tokenized)."""
+        out: list[int] = []
+        for word in self._words(text):
+            out += [self.index[piece] for piece in self.pieces(word)]
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
 
 
 class SubwordPreprocessor:
@@ -213,7 +222,7 @@ class SubwordPreprocessor:
         self.dtype = dtype
 
     def row(self, text: str) -> np.ndarray:
-        ids = self.tokenizer.ids(text)[: self.room]
+        ids = self.tokenizer.ids(text, limit=self.room)
         if self.cls_id is not None:
             ids.insert(0, self.cls_id)
         if self.sep_id is not None:

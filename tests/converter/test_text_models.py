@@ -240,3 +240,26 @@ def test_saved_keras_hub_classifier_converts_from_its_file(bert, tmp_path):
     report = convert(path, tmp_path / "file.onnx")
     assert report.task == "text-classification" and report.preprocess["tokenizer"] == "wordpiece"
     assert os.path.getsize(tmp_path / "file.onnx") == report.size_bytes
+
+
+def test_cli_converts_a_saved_backbone_with_a_vocab_file(bert, text_corpus, tmp_path, capsys):
+    import keras
+    from onnxfn.runtime import load_models
+
+    from onnxfn.cli import main
+
+    _, _, test_texts, _, _ = text_corpus
+    path = tmp_path / "bare.keras"
+    keras.Model(bert.inputs, bert.outputs).save(path)  # no preprocessor: the vocabulary comes from a file
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(bert.preprocessor.tokenizer.get_vocabulary()) + "\n", encoding="utf-8")
+    out = tmp_path / "served" / "bare.onnx"
+    # vocab.txt gets BERT-uncased settings; this tokenizer was lowercase without accent stripping.
+    settings = '{"max_len": 32, "strip_accents": false}'
+    code = main(["convert", str(path), "-o", str(out), "--tokenizer", str(vocab), "--preprocess", settings])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "text-classification" in printed and "wordpiece tokenizer" in printed
+    texts = list(test_texts[:8]) + ODD
+    served = load_models(out.parent).get("bare")
+    np.testing.assert_allclose(served.predict(texts), np.asarray(bert.predict(texts, verbose=0)), atol=1e-5)
