@@ -161,6 +161,13 @@ def convert(
                 f"ONNX output differs from Keras by {max_diff:.3g} (> {atol:g}) on {count} samples: "
                 f"try another opset (--opset), or report the model's layers; nothing was written"
             )
+        if text is not None and preprocess:
+            try:
+                note = text.verify(output, preprocess, atol)
+            except ConversionError:
+                output.unlink(missing_ok=True)
+                raise
+            notes += [note] if note else []
 
     from onnxfn.runtime._repository import write_manifest
 

@@ -11,6 +11,7 @@ redoes it in pure Python (runtime/_text.py, runtime/_tokenizers.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,36 @@ class TextModel:
     preprocess: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what was found and moved
     warnings: list[str] = field(default_factory=list)  # shown unless the user's preprocess settles them
+    reference: Callable[[list[str]], np.ndarray] | None = None  # Keras on raw text, end to end
+
+    def verify(self, path: Path, preprocess: dict[str, Any], atol: float) -> str | None:
+        """Raw text through the runtime's preprocessing and the ONNX file == Keras on the same text.
+
+        The texts are made from the vocabulary itself (mixed case, punctuation, an unknown word, an
+        over-long one), so every conversion checks the tokenization that moved out of the graph.
+        """
+        if self.reference is None:
+            return None
+        import onnxruntime as ort
+        from onnxfn.runtime._text import TextPreprocessor
+
+        texts = sample_texts(preprocess.get("vocab") or [], preprocess.get("max_len") or 16)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        first = session.get_inputs()[0]
+        from onnxfn._wire import onnx_numpy_dtype
+
+        pre = TextPreprocessor(preprocess, dtype=onnx_numpy_dtype(first.type))
+        got = np.asarray(session.run(None, {first.name: pre(texts)})[0], dtype=np.float64)
+        want = np.asarray(self.reference(texts), dtype=np.float64).reshape(got.shape)
+        diff = float(np.max(np.abs(got - want)))
+        if not np.isfinite(diff) or diff > atol:
+            worst = texts[int(np.argmax(np.abs(got - want).reshape(len(texts), -1).max(axis=1)))]
+            raise ConversionError(
+                f"raw text served by onnxfn differs from Keras by {diff:.3g} (> {atol:g}), e.g. on "
+                f"{worst[:80]!r}: the runtime cannot reproduce this model's text preprocessing; report the "
+                "vectorizer/tokenizer settings; nothing was written"
+            )
+        return f"text parity: max |served - keras| = {diff:.2e} on {len(texts)} texts, raw text end to end"
 
 
 def text_model(
@@ -161,7 +192,15 @@ def _string_input_model(model: Any) -> TextModel | None:
         f"TextVectorization {vectorizer.name!r} ({len(spec['vocab'])} tokens, output_mode "
         f"{spec['output_mode']}) moved into onnxfn.preprocess: the runtime vectorizes text the same way"
     ]
-    return TextModel(inner, spec, notes)
+    rank = len(model.inputs[0].shape)
+
+    def reference(texts: list[str]) -> np.ndarray:
+        import tensorflow as tf
+
+        batch = tf.constant([[t] for t in texts] if rank == 2 else texts)
+        return np.asarray(_first(model(batch, training=False)))
+
+    return TextModel(inner, spec, notes, reference=reference)
 
 
 def _after(model: Any, vectorizer: Any) -> Any:
@@ -248,7 +287,16 @@ def _bert_model(model: Any, tokenizer: Any, user_len: int | None = None) -> Text
         f"{spec['tokenizer']} tokenizer ({len(spec['vocab'])} tokens, max_len {spec['max_len']}) moved into "
         "onnxfn.preprocess; the ONNX model takes token_ids (padding mask and segment ids computed inside)"
     ]
-    return TextModel(source, spec, notes)
+    reference = None
+    if hasattr(given, "tokenizer") and hasattr(given, "sequence_length"):  # a keras-hub preprocessor
+
+        def reference(texts: list[str]) -> np.ndarray:
+            import tensorflow as tf
+
+            features = given(tf.constant(texts))
+            return np.asarray(_first(model({k: features[k] for k in keys}, training=False)))
+
+    return TextModel(source, spec, notes, reference=reference)
 
 
 def tokenizer_spec(tokenizer: Any, *, max_len: int | None = None) -> dict[str, Any]:
@@ -376,3 +424,26 @@ def _looks_like_ids(model: Any, source: Source) -> bool:
         return False
     layers = [layer for layer in _walk_layers(model) if type(layer).__name__ not in ("InputLayer",)]
     return bool(layers) and type(layers[0]).__name__ == "Embedding"
+
+
+def sample_texts(vocab: list[str], max_len: int, n: int = 16) -> list[str]:
+    """``n`` reproducible texts made of vocabulary words: mixed case, punctuation, an unknown word, accents,
+    CJK, and one text longer than ``max_len`` tokens."""
+    rng = np.random.default_rng(0)
+    words = [w for w in vocab if w and not w.startswith(("[", "##")) and w.strip() == w and " " not in w]
+    words = words or ["text"]
+    texts = []
+    for i in range(n):
+        length = int(rng.integers(1, 12)) if i < n - 1 else max_len * 2 + 5
+        picked = [str(words[j]) for j in rng.integers(0, len(words), size=length)]
+        if i % 3 == 1:
+            picked = [w.capitalize() for w in picked]
+        if i % 4 == 2:
+            picked.append(str(rng.choice(["!", "?", ",", "...", "'s"])))
+        if i % 5 == 3:
+            picked.insert(int(rng.integers(0, len(picked) + 1)), "zqxjunseen")
+        if i % 7 == 4:
+            picked.append("Café 東京")
+        texts.append(" ".join(picked))
+    texts.append("")
+    return texts

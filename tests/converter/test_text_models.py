@@ -93,6 +93,7 @@ def test_string_input_model_converts_and_serves_raw_text_on_lambda(vec_model, te
     assert report.inputs[0]["dtype"] == "int64" and report.inputs[0]["shape"] == [None, MAX_LEN]
     assert report.preprocess["max_len"] == MAX_LEN and report.preprocess["output_mode"] == "int"
     assert any("TextVectorization" in note for note in report.notes)
+    assert any(note.startswith("text parity: max |served - keras|") for note in report.notes)
     texts = list(test_texts[:40]) + ODD
     got = served_scores(lambda_handler(tmp_path), texts, len(names))
     want = keras_scores(vec_model, texts)
@@ -126,6 +127,15 @@ def test_cli_converts_a_sequential_vectorizer_model_for_client_local(
             p = client.predict(text, top_k=len(names))
             assert p.label == names[int(np.argmax(row))]
             assert p.score == pytest.approx(float(np.max(row)), abs=1e-5)
+
+
+def test_text_parity_check_catches_preprocessing_the_runtime_would_get_wrong(vec_model, tmp_path):
+    """convert checks raw text end to end: settings that break the tokenization are refused."""
+    from onnxfn.converter import ConversionError, convert
+
+    with pytest.raises(ConversionError, match="raw text served by onnxfn differs from Keras"):
+        convert(vec_model, tmp_path / "bad.onnx", preprocess={"lowercase": False})
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_string_model_without_a_vectorizer_is_refused_clearly(tmp_path):
@@ -203,6 +213,7 @@ def test_bert_classifier_serves_text_like_keras(bert, text_corpus, tmp_path):
     spec = report.preprocess
     assert spec["tokenizer"] == "wordpiece" and spec["max_len"] == 32 and spec["lowercase"] is True
     assert (spec["cls"], spec["sep"], spec["pad"]) == ("[CLS]", "[SEP]", "[PAD]")
+    assert any(note.startswith("text parity:") for note in report.notes)
     texts = list(test_texts[:24]) + ODD
     want = np.asarray(bert.predict(texts, verbose=0))
     assert np.ptp(want[:, 0]) > 1e-2  # the scores really vary: equality below means something
