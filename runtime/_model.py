@@ -329,13 +329,17 @@ def _image_spec_from_shape(shape: tuple[int | str | None, ...]) -> dict[str, Any
     dims = list(shape[1:])
     if len(dims) == 2:
         dims = [*dims, 1]
-    if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
+    if len(dims) != 3:
         raise ValueError(f"cannot infer image preprocessing from input shape {list(shape)}")
     if dims[0] in (1, 3) and dims[2] not in (1, 3):
         channels, height, width, layout = dims[0], dims[1], dims[2], "NCHW"
     else:
         height, width, channels, layout = dims[0], dims[1], dims[2], "NHWC"
-    return {"size": [height, width], "layout": layout, "color": "L" if channels == 1 else "RGB"}
+    if channels not in (1, 3):
+        raise ValueError(f"cannot infer image preprocessing from input shape {list(shape)}")
+    static = isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0
+    size = [height, width] if static else None  # dynamic H/W: each image at its own size
+    return {"size": size, "layout": layout, "color": "L" if channels == 1 else "RGB"}
 
 
 def _kind(value: Any) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import numpy as np
 import pytest
-from models import png_header_only
+from models import _save, png_header_only
 from onnxfn.runtime import BadRequest
 from onnxfn.runtime.preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, sniff_image
 from PIL import Image
@@ -193,3 +194,85 @@ def test_size_null_keeps_each_image_and_refuses_mixed_sizes():
 def test_bad_image_specs_are_refused(spec, fragment):
     with pytest.raises(ValueError, match=re.escape(fragment)):
         ImagePreprocessor(spec)
+
+
+def three_inputs_model(path):
+    """An ONNX graph with an image, a text and a numeric input; output_0 = [mean pixel, sum of token ids,
+    sum of features] per row (so each input's preprocessing is visible in the answer), output_1 = its softmax."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxfn.runtime import ModelMetadata
+
+    f = TensorProto.FLOAT
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m1"]),
+        helper.make_node("Cast", ["tokens"], ["tf"], to=f),
+        helper.make_node("ReduceSum", ["tf", "axes"], ["t1"], keepdims=1),
+        helper.make_node("ReduceSum", ["features", "axes"], ["f1"], keepdims=1),
+        helper.make_node("Concat", ["m1", "t1", "f1"], ["output_0"], axis=1),
+        helper.make_node("Softmax", ["output_0"], ["output_1"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "three_inputs",
+        [
+            helper.make_tensor_value_info("image", f, ["batch", 4, 4, 3]),
+            helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", 5]),
+            helper.make_tensor_value_info("features", f, ["batch", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("output_0", f, ["batch", 3]),
+            helper.make_tensor_value_info("output_1", f, ["batch", 3]),
+        ],
+        initializer=[axes],
+    )
+    metadata = ModelMetadata(
+        task="image-classification",
+        labels=["image", "tokens", "features"],
+        preprocess={
+            "inputs": {
+                "image": {"size": [4, 4], "color": "BGR", "scale": 1.0, "mean": [0, 0, 0]},
+                "tokens": {"vocab": ["", "[UNK]", "hello", "world"], "max_len": 5},
+                "features": None,
+            }
+        },
+    )
+    return _save(graph, metadata, path)
+
+
+def test_each_input_gets_its_own_preprocessing_through_the_data_plane(tmp_path):
+    import base64
+
+    from onnxfn.client import BadRequestError, Client
+
+    path = three_inputs_model(tmp_path / "three.onnx")
+    picture = encode(Image.new("RGB", (8, 6), (30, 60, 90)), "PNG")
+    with Client.local(path) as client:
+        got = client.predict(
+            {"image": picture, "tokens": "Hello world, hello!", "features": [1.5, 2.0]}, top_k=3
+        )
+        scores = {c.label: c.score for c in got.top_k}
+        assert scores == pytest.approx({"image": 60.0, "tokens": 2 + 3 + 2, "features": 3.5})
+        # The JSON form as a user writes it, and the answer names the output it classified.
+        body = json.dumps(
+            {
+                "instances": [
+                    {"image": base64.b64encode(picture).decode(), "tokens": "world", "features": [0, 1]}
+                ]
+            }
+        ).encode()
+        reply = client.request("POST", "/predict", body=body, content_type="application/json")
+        answer = json.loads(reply.content)
+        assert answer["output"] == "output_0" and answer["predictions"][0][0] == {
+            "label": "image",
+            "index": 0,
+            "score": pytest.approx(60.0),
+        }
+        for instance, fragment in [
+            ({"image": picture, "tokens": 3, "features": [1, 2]}, "input 'tokens' is text"),
+            ({"image": "hello", "tokens": "a", "features": [1, 2]}, "input 'image'"),
+            ({"image": picture, "tokens": "a", "features": [[1, 2]]}, "input 'features' has shape"),
+        ]:
+            with pytest.raises(BadRequestError, match=re.escape(fragment)):
+                client.predict(instance)
