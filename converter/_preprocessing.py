@@ -118,13 +118,15 @@ def _walk(model: Any, origins: dict[str, str], found: dict[str, list[Found]]) ->
         kind = type(layer).__name__
         if kind == "InputLayer":
             continue
-        nodes = getattr(layer, "_inbound_nodes", None) or []
-        if not nodes:
+        # A layer shared by several models has one node per call: the one fed by this graph's raw pixels.
+        parents = [
+            [t._keras_history.operation.name for t in node.input_tensors]
+            for node in getattr(layer, "_inbound_nodes", None) or []
+        ]
+        fed = [p[0] for p in parents if len(p) == 1 and p[0] in raw]
+        if not fed:
             continue
-        parents = [t._keras_history.operation.name for t in nodes[0].input_tensors]
-        if len(parents) != 1 or parents[0] not in raw:
-            continue
-        origin = raw[parents[0]]
+        origin = raw[fed[0]]
         if kind in PREPROCESSING_LAYERS:
             found[origin].append(Found(kind, layer.name, _config(layer, kind)))
             raw[layer.name] = origin
@@ -284,6 +286,13 @@ def _image_spec(spec: Any, given: dict[str, Any], found: list[Found], out: Resol
     defaults: dict[str, Any] = {"layout": "NHWC", "scale": 1 / 255}
     if len(dims) == 2:
         dims = [*dims, 1]
+    elif len(dims) == 1:  # flattened pixels (dense models): the size must be given
+        if given.get("size") is None:
+            raise ConversionError(
+                f"{label}cannot tell the image size from input shape {list(spec.shape)}: "
+                "pass preprocess={'size': [H, W], ...}"
+            )
+        dims = [None, None, 1 if given.get("color") == "L" else 3]
     if len(dims) != 3:
         raise ConversionError(f"{label}cannot treat input shape {list(spec.shape)} as an image")
     if dims[0] in (1, 3) and dims[2] not in (1, 3, 4):
@@ -332,7 +341,8 @@ def _image_spec(spec: Any, given: dict[str, Any], found: list[Found], out: Resol
     if scaling and scaled_by_user and not _is_raw(result):
         out.warnings.append(
             f"{label}the model rescales its input itself ({', '.join(f.text() for f in scaling)}) and the "
-            "preprocessing given scales it too: pixels are transformed twice, unless that is how it was trained"
+            "preprocessing given scales pixels too, so they are transformed twice: fine only if the model was "
+            "trained on pixels scaled like that (the default for such models is raw 0..255)"
         )
     _validate(result, label)
     if result.get("size") is None:
