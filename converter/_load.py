@@ -96,8 +96,9 @@ def _input_name(tensor: Any, i: int, tensors: list[Any]) -> str:
     import re
 
     def keras_name(t: Any) -> str:
-        history = getattr(t, "_keras_history", None)
-        return str(getattr(getattr(history, "operation", None), "name", "") or getattr(t, "name", ""))
+        history = getattr(t, "_keras_history", None)  # Keras 3: .operation; tf_keras: .layer
+        producer = getattr(history, "operation", None) or getattr(history, "layer", None)
+        return str(getattr(producer, "name", "") or getattr(t, "name", ""))
 
     name = keras_name(tensor)
     names = [keras_name(t) for t in tensors]

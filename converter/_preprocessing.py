@@ -108,7 +108,10 @@ def detect_layers(keras_model: Any, input_names: list[str]) -> dict[str, list[Fo
 
 
 def _op_name(tensor: Any) -> str:
-    return tensor._keras_history.operation.name
+    """The name of the layer that produced ``tensor`` (Keras 3 ``operation``, tf_keras ``layer``)."""
+    history = tensor._keras_history
+    producer = getattr(history, "operation", None) or getattr(history, "layer", None)
+    return producer.name
 
 
 def _walk(model: Any, origins: dict[str, str], found: dict[str, list[Found]]) -> None:
@@ -120,7 +123,7 @@ def _walk(model: Any, origins: dict[str, str], found: dict[str, list[Found]]) ->
             continue
         # A layer shared by several models has one node per call: the one fed by this graph's raw pixels.
         parents = [
-            [t._keras_history.operation.name for t in node.input_tensors]
+            [_op_name(t) for t in _as_list(node.input_tensors)]
             for node in getattr(layer, "_inbound_nodes", None) or []
         ]
         fed = [p[0] for p in parents if len(p) == 1 and p[0] in raw]
@@ -132,6 +135,10 @@ def _walk(model: Any, origins: dict[str, str], found: dict[str, list[Found]]) ->
             raw[layer.name] = origin
         elif hasattr(layer, "layers") and getattr(layer, "inputs", None) and len(layer.inputs) == 1:
             _walk(layer, {_op_name(layer.inputs[0]): origin}, found)
+
+
+def _as_list(tensors: Any) -> list[Any]:
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
 
 
 def _config(layer: Any, kind: str) -> dict[str, Any]:
