@@ -35,6 +35,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "none": {"scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
 }
+IMAGE_KEYS = (
+    "preset", "size", "layout", "color", "resize", "crop_ratio", "pad_value", "scale", "mean", "std", "flatten",
+)  # fmt: skip
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization", "Resizing", "CenterCrop")
 SCALING_LAYERS = ("Rescaling", "Normalization")
 DYNAMIC_SAMPLE_SIZE = 64  # parity-check images for inputs that keep each image's own size
@@ -181,6 +184,8 @@ def is_image_input(shape: tuple[int | None, ...], dtype: str, *, single: bool) -
 
 def infer_task(source: Any, preprocess: Any, classes: int | None) -> str:
     """``image-classification``, ``text-classification`` or ``tensor`` from the inputs and output."""
+    if isinstance(preprocess, (dict, str)):
+        preprocess = _normalize(source, preprocess)
     if isinstance(preprocess, dict) and "vocab" in preprocess:
         return "text-classification"
     if not classes:
@@ -213,14 +218,30 @@ def _given(per_input: dict[str, Any], spec: Any) -> bool:
 # -- resolution -----------------------------------------------------------------------------------
 
 
+def _normalize(source: Any, given: Any) -> dict[str, Any] | None:
+    """A preset name becomes ``{"preset": name}``; a one-input model's per-input form is unwrapped."""
+    if isinstance(given, str):
+        given = {"preset": given}
+    if len(source.inputs) == 1 and isinstance(given, dict) and "inputs" in given:
+        name = source.inputs[0].name
+        per_input = given["inputs"]
+        if set(given) != {"inputs"} or not isinstance(per_input, dict) or set(per_input) != {name}:
+            raise ConversionError(
+                f"the model has one input {name!r}: pass its spec directly, or as "
+                f"preprocess={{'inputs': {{'{name}': spec}}}}"
+            )
+        given = per_input[name]
+        given = {"preset": given} if isinstance(given, str) else given
+    return given
+
+
 def resolve(task: str, source: Any, given: Any) -> Resolved:
     """The ``onnxfn.preprocess`` metadata for ``source`` and the report's notes (see the module doc)."""
     if given is not None and not isinstance(given, (dict, str)):
         raise ConversionError(
             f"preprocess must be a dict or a preset name ({', '.join(PRESETS)}), got {type(given).__name__}"
         )
-    if isinstance(given, str):
-        given = {"preset": given}
+    given = _normalize(source, given)
     if task == "text-classification" and len(source.inputs) == 1:
         if not given or "vocab" not in given:
             raise ConversionError(
@@ -286,6 +307,15 @@ def _resolve_many(task: str, source: Any, given: dict[str, Any] | None) -> Resol
 def _image_spec(spec: Any, given: dict[str, Any], found: list[Found], out: Resolved, *, label: str) -> dict:
     """One image input's spec: shape defaults < in-model layers < preset < what the user gave."""
     given = dict(given)
+    unknown = [k for k in given if k not in IMAGE_KEYS]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), IMAGE_KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConversionError(
+            f"{label}preprocess has an unknown key {unknown[0]!r}{hint}: image keys are {', '.join(IMAGE_KEYS)}"
+        )
     preset = given.pop("preset", None)
     if preset is not None and preset not in PRESETS:
         raise ConversionError(f"unknown preprocess preset {preset!r}: use one of {', '.join(PRESETS)}")

@@ -147,7 +147,14 @@ def test_a_preset_string_and_its_errors(cnn, tmp_path):
         convert(cnn, tmp_path / "x.onnx", preprocess="cafe", check=False)
     with pytest.raises(ConversionError, match="resize must be one of stretch, crop, pad"):
         convert(cnn, tmp_path / "x.onnx", preprocess={"resize": "squash"}, check=False)
+    with pytest.raises(ConversionError, match="unknown key 'scal' \\(did you mean 'scale'\\?\\)"):
+        convert(cnn, tmp_path / "x.onnx", preprocess={"scal": 1.0}, check=False)
+    with pytest.raises(ConversionError, match="the model has one input 'input'"):
+        convert(cnn, tmp_path / "x.onnx", preprocess={"inputs": {"image": "tf"}}, check=False)
     assert not (tmp_path / "x.onnx").exists()
+    # The per-input form works for one input too.
+    keyed = convert(cnn, tmp_path / "keyed.onnx", preprocess={"inputs": {"input": "caffe"}}, check=False)
+    assert keyed.preprocess["color"] == "BGR" and "inputs" not in keyed.preprocess
 
 
 @pytest.fixture(scope="module")
