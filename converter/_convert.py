@@ -16,6 +16,7 @@ from onnxfn.runtime._metadata import ModelMetadata
 
 from ._errors import ConversionError
 from ._load import Source, load
+from ._outputs import other_outputs_diff
 from ._preprocessing import image_samples, infer_task
 from ._preprocessing import resolve as resolve_preprocessing
 
@@ -135,6 +136,7 @@ def convert(
         samples = _samples(source, preprocess, task, sample)
         try:
             max_diff, count, keras_ms, onnx_ms = _parity(source, output, samples)
+            max_diff = max(max_diff, other_outputs_diff(source, output, samples) or 0.0)  # outputs 2..N
         except ConversionError:
             output.unlink(missing_ok=True)
             raise

@@ -205,3 +205,22 @@ def test_per_input_preprocess_and_its_errors(two_inputs, tmp_path):
     assert flat.preprocess["inputs"]["image"]["resize"] == "pad"  # a flat spec goes to the one image input
     with pytest.raises(ConversionError, match=r"names input\(s\) \['photo'\]"):
         convert(two_inputs, tmp_path / "x.onnx", preprocess={"inputs": {"photo": {}}}, check=False)
+
+
+def test_parity_covers_every_output(two_inputs, converted):
+    import keras
+    from onnxfn.converter._load import load
+    from onnxfn.converter._outputs import other_outputs_diff
+
+    path, _ = converted
+    rng = np.random.default_rng(1)
+    samples = [
+        rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32),
+        rng.normal(size=(4, 4)).astype(np.float32),
+    ]
+    assert other_outputs_diff(load(two_inputs), path, samples) < 1e-5
+    other = keras.models.clone_model(two_inputs)
+    weights = two_inputs.get_weights()
+    weights[-2] = weights[-2] + 1.0  # the second head ("value") only: the first output stays equal
+    other.set_weights(weights)
+    assert other_outputs_diff(load(other), path, samples) > 1e-2
