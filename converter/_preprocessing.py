@@ -39,6 +39,14 @@ IMAGE_KEYS = (
     "preset", "size", "layout", "color", "resize", "crop_ratio", "pad_value", "scale", "mean", "std", "flatten",
 )  # fmt: skip
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization", "Resizing", "CenterCrop")
+# Inference-time no-ops: augmentation (active only in training), noise, dropout.
+TRANSPARENT_LAYERS = (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+    "RandomHue", "RandomSaturation", "RandomGrayscale", "RandomColorJitter", "RandomSharpness",
+    "RandomShear", "RandomPerspective", "RandomErasing", "RandomGaussianBlur", "RandomInvert",
+    "RandomPosterization", "RandomColorDegeneration", "GaussianNoise", "GaussianDropout", "Dropout",
+    "SpatialDropout2D", "AlphaDropout",
+)  # fmt: skip
 SCALING_LAYERS = ("Rescaling", "Normalization")
 DYNAMIC_SAMPLE_SIZE = 64  # parity-check images for inputs that keep each image's own size
 
@@ -117,8 +125,12 @@ def _op_name(tensor: Any) -> str:
     return producer.name
 
 
-def _walk(model: Any, origins: dict[str, str], found: dict[str, list[Found]]) -> None:
-    """``origins`` maps this model's input-layer names to the outer input they carry unchanged."""
+def _walk(model: Any, origins: dict[str, str], found: dict[str, list[Found]]) -> dict[str, str]:
+    """``origins`` maps this model's input-layer names to the outer input they carry unchanged.
+
+    Returns ``{layer name: input}`` for the layers whose output is still the input's pixels, only
+    preprocessed (inference-time no-ops such as augmentation layers pass them through).
+    """
     raw: dict[str, str] = dict(origins)  # op name -> the input whose (preprocessed) pixels it outputs
     for layer in model.layers:
         kind = type(layer).__name__
@@ -136,8 +148,14 @@ def _walk(model: Any, origins: dict[str, str], found: dict[str, list[Found]]) ->
         if kind in PREPROCESSING_LAYERS:
             found[origin].append(Found(kind, layer.name, _config(layer, kind)))
             raw[layer.name] = origin
+        elif kind in TRANSPARENT_LAYERS:
+            raw[layer.name] = origin
         elif hasattr(layer, "layers") and getattr(layer, "inputs", None) and len(layer.inputs) == 1:
-            _walk(layer, {_op_name(layer.inputs[0]): origin}, found)
+            inner = _walk(layer, {_op_name(layer.inputs[0]): origin}, found)
+            outputs = getattr(layer, "outputs", None) or []
+            if len(outputs) == 1 and _op_name(outputs[0]) in inner:  # e.g. a data_augmentation Sequential
+                raw[layer.name] = origin
+    return raw
 
 
 def _as_list(tensors: Any) -> list[Any]:

@@ -244,3 +244,17 @@ def _vector(prediction) -> np.ndarray:
     for c in prediction.top_k:
         out[c.index] = c.score
     return out
+
+
+def test_rescaling_behind_augmentation_layers_is_found(keras_seed):
+    """The Keras tutorial layout: a data_augmentation Sequential, then Rescaling, then the network."""
+    import keras
+    from onnxfn.converter._preprocessing import detect_layers
+
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)])
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255)(keras.layers.RandomContrast(0.2)(augment(inputs)))
+    x = keras.layers.Rescaling(2.0)(keras.layers.Conv2D(4, 3)(x))  # after a conv: not preprocessing
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    found = detect_layers(model, ["input"])["input"]
+    assert [f.text() for f in found] == ["Rescaling(scale=0.003922, offset=0)"]
