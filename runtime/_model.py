@@ -208,6 +208,12 @@ class Model:
                 instances = [x[name] for x in instances]
                 if isinstance(self.preprocessor, ImagePreprocessor):
                     instances = decode_image_instances(instances)
+            keyed = next((x for x in instances if isinstance(x, dict) and set(x) != {"b64"}), None)
+            if keyed is not None:
+                raise BadRequest(
+                    f"model {self.name!r} has one input {name!r}: send instances bare or as "
+                    f'{{"{name}": ...}}, not with keys {sorted(keyed)}'
+                )
             return {name: self.prepare(instances)}
         example = ", ".join(f'"{n}": ...' for n in names)
         columns: dict[str, list[Any]] = {name: [] for name in names}
