@@ -102,7 +102,7 @@ def _input_name(tensor: Any, i: int, tensors: list[Any]) -> str:
 
     name = keras_name(tensor)
     names = [keras_name(t) for t in tensors]
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", name) and names.count(name) == 1:
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.\-]*", name) and names.count(name) == 1:  # a valid TF op name
         return name
     return f"input_{i}"
 
