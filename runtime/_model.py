@@ -294,13 +294,21 @@ class Model:
 
         Called during Lambda's init phase so the first request does not pay for lazy initialisation.
         """
-        if isinstance(self.preprocessor, ImagePreprocessor):
+        if any(isinstance(p, ImagePreprocessor) for p in self.preprocessors.values()):
             from PIL import Image
 
             Image.preinit()
         feeds = {}
         for spec in self.inputs:
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+            pre = self.preprocessors.get(spec.name)
+            if isinstance(pre, ImagePreprocessor) and len(shape) == 4 and not pre.flatten:
+                height, width = pre.size or (64, 64)  # size null: a typical small image, not 1x1
+                shape = (
+                    [1, pre.channels, height, width]
+                    if pre.layout == "NCHW"
+                    else [1, height, width, pre.channels]
+                )
             dtype = spec.dtype
             feeds[spec.name] = (
                 np.full(shape, "", dtype=object) if dtype is np.object_ else np.zeros(shape, dtype)
