@@ -161,9 +161,17 @@ def test_a_preset_string_and_its_errors(cnn, tmp_path):
 def mobilenet(keras_seed):
     import keras
 
-    return keras.applications.MobileNetV3Small(
+    model = keras.applications.MobileNetV3Small(
         input_shape=(32, 32, 3), weights=None, include_preprocessing=True, classes=10
     )
+    # Freshly initialised, its activations vanish (every score 0.1, so any preprocessing would "match"):
+    # set the BatchNormalization statistics from one batch of raw-pixel images, as training would.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype(np.float32)
+    model(pixels, training=True)
+    return model
 
 
 def test_mobilenetv3_with_its_own_preprocessing_is_fed_raw_pixels(mobilenet, photo, tmp_path):
@@ -178,6 +186,9 @@ def test_mobilenetv3_with_its_own_preprocessing_is_fed_raw_pixels(mobilenet, pho
     with Client.local(path) as client:
         got = client.predict(png(photo), top_k=10)
     np.testing.assert_allclose(_vector(got), expected, atol=1e-5)
+    # The old default (pixels / 255 on top of the model's own Rescaling) answers something else entirely.
+    scaled_twice = np.asarray(mobilenet(pixels[None].astype(np.float32) / 255, training=False))[0]
+    assert np.max(np.abs(scaled_twice - expected)) > 0.05 and np.ptp(expected) > 0.01
     # A preset on top of the model's own Rescaling is applied twice: the report warns.
     twice = convert(mobilenet, tmp_path / "twice.onnx", preprocess="tf", check=False)
     assert any("transformed twice" in w for w in twice.warnings)
@@ -217,7 +228,10 @@ def test_dynamic_image_sizes_keep_the_image_or_use_the_models_resizing(dynamic_m
     resized = np.asarray(photo.resize((20, 20), Image.Resampling.BILINEAR), dtype=np.float32)
     with Client.local(directory) as client:
         got = _vector(client.predict(png(photo), model="free"))
-        np.testing.assert_allclose(got, np.asarray(models["free"](raw[None]))[0], atol=1e-5)
+        expected = np.asarray(models["free"](raw[None]))[0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        resized_instead = np.asarray(models["free"](resized[None]))[0]  # what a fixed size would give
+        assert np.max(np.abs(resized_instead - expected)) > 1e-4
         got = _vector(client.predict(png(photo), model="sized"))
         np.testing.assert_allclose(got, np.asarray(models["sized"](resized[None]))[0], atol=1e-5)
         # Two sizes in one request cannot share a batch for a keep-the-size model: a clear 400.
