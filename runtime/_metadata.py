@@ -94,9 +94,7 @@ class ModelMetadata:
         return cls.from_map(props, version=model_proto.model_version)
 
 
-def input_preprocess(
-    preprocess: dict[str, Any] | None, names: list[str]
-) -> dict[str, dict[str, Any] | None]:
+def input_preprocess(preprocess: dict[str, Any] | None, names: list[str]) -> dict[str, dict[str, Any] | None]:
     """Each input's preprocessing spec (``None``: numeric arrays fed as given).
 
     ``onnxfn.preprocess`` is either one spec for the first input (single-input models, as in the first
