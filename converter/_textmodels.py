@@ -73,7 +73,7 @@ def text_model(
     ``preprocess``: the user's own settings; its ``max_len`` gives the sequence length when neither the
     tokenizer nor the model's input says it.
     """
-    user_len = (preprocess or {}).get("max_len")
+    user_len = preprocess.get("max_len") if isinstance(preprocess, dict) else None
     keras_model, path = _keras(model)
     if keras_model is None:
         if tokenizer is not None:
