@@ -169,20 +169,20 @@ def _load(
             "file, a folder of images, text (.txt/.tsv or a list of strings) or an iterable of arrays"
         )
     labels = file_labels if labels is None else labels
+    decoded = _decoded(data)  # images/texts decoded by the runtime's own preprocessors: in range by design
     if isinstance(raw, np.ndarray) and raw.dtype.kind in "USO":
         raw = _texts(list(raw.tolist()), info, what=what)
+        decoded = True
     feeds = raw if isinstance(raw, dict) else {_single(info, what): raw}
+    given = {name: np.asarray(array).dtype for name, array in feeds.items()}  # before the cast to the input's
     feeds = {
-        name: check_preprocessed(
-            _fit(np.asarray(array), info, info.names.index(name), what),
-            np.asarray(array).dtype,
-            info,
-            info.names.index(name),
-            what=what,
-            notes=notes,
-        )
-        for name, array in feeds.items()
+        name: _fit(np.asarray(array), info, info.names.index(name), what) for name, array in feeds.items()
     }
+    if not decoded:
+        feeds = {
+            name: check_preprocessed(array, given[name], info, info.names.index(name), what=what, notes=notes)
+            for name, array in feeds.items()
+        }
     missing = [name for name in info.names if name not in feeds]
     if missing:
         raise ConversionError(f"{what} data has no values for model input(s) {missing}")
@@ -200,6 +200,16 @@ def _load(
         feeds = take(feeds, index)
         y = y[index] if y is not None else None
     return feeds, y
+
+
+def _decoded(data: Any) -> bool:
+    """Whether ``data`` is images or texts that the runtime's preprocessors decode (not arrays)."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        return path.is_dir() or path.suffix.lower() in (".txt", ".tsv")
+    if isinstance(data, (list, tuple)) and data:
+        return all(isinstance(x, (str, bytes, bytearray)) for x in data)
+    return False
 
 
 def _single(info: InputInfo, what: str) -> str:
