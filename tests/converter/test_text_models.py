@@ -150,6 +150,13 @@ def test_string_model_without_a_vectorizer_is_refused_clearly(tmp_path):
         convert(keras.Model(text, out), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
 
+    ragged = layers.TextVectorization(max_tokens=10)  # int output of any length: no fixed input for ONNX
+    ragged.adapt(["a b c", "b c d"])
+    text = keras.Input(shape=(1,), dtype="string")
+    out = layers.Dense(2)(layers.GlobalAveragePooling1D()(layers.Embedding(10, 4)(ragged(text))))
+    with pytest.raises(ConversionError, match="without output_sequence_length: set output_sequence_length"):
+        convert(keras.Model(text, out), tmp_path / "x.onnx")
+
 
 def test_ids_model_without_vocabulary_is_flagged(tmp_path):
     import keras
