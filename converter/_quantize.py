@@ -243,13 +243,27 @@ def _data(
     order = np.random.default_rng(0).permutation(n)
     held = max(n - calibration_samples, -(-n // 4))
     calib = take(feeds, np.sort(order[held:]))
-    index = np.sort(order[:held])
+    # A held-out sample identical to a calibration sample is not held out: drop such duplicates.
+    seen = {_row(feeds, i) for i in order[held:]}
+    index = np.asarray(sorted(i for i in order[:held] if _row(feeds, i) not in seen), dtype=np.int64)
+    dropped = held - len(index)
+    if not len(index):
+        warnings.append(
+            f"every held-out calibration sample duplicates one used to calibrate: {metric} is measured on "
+            "random inputs, which says little; pass eval_data= (held-out data, with labels)"
+        )
+        return calib, *_eval_set(None, None, info, [], "static")
     warnings.append(
-        f"no eval data: {metric} measured on {held} calibration samples held out from calibration (not "
-        f"used to calibrate; {n - held} calibrated); pass eval_data= (held-out data, with labels) to "
-        "measure accuracy"
+        f"no eval data: {metric} measured on {len(index)} calibration samples held out from calibration (not "
+        f"used to calibrate; {n - held} calibrated"
+        + (f"; {dropped} held-out duplicates of calibration samples left out" if dropped else "")
+        + "); pass eval_data= (held-out data, with labels) to measure accuracy"
     )
     return calib, take(feeds, index), labels[index] if labels is not None else None, "held-out calibration"
+
+
+def _row(feeds: Feeds, i: int) -> tuple[bytes, ...]:
+    return tuple(np.ascontiguousarray(array[i]).tobytes() for array in feeds.values())
 
 
 def _eval_set(

@@ -31,6 +31,7 @@ def vec_model(text_corpus, keras_seed):
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(0)  # the same model whichever tests ran before in the session
     train_texts, train_y, *_ = text_corpus
     vectorizer = layers.TextVectorization(max_tokens=400, output_sequence_length=MAX_LEN)
     vectorizer.adapt(train_texts)
@@ -181,6 +182,7 @@ def bert(text_corpus, keras_seed):
     import tensorflow as tf
 
     keras_hub = pytest.importorskip("keras_hub")  # the dev extra; keras-hub needs tensorflow-text
+    keras.utils.set_random_seed(0)
     train_texts, train_y, *_ = text_corpus
     vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(
         tf.data.Dataset.from_tensor_slices(train_texts),
