@@ -1,8 +1,10 @@
 """Transports carry one attempt of a request and bring back the answer, whatever its status.
 
 ``HTTPTransport`` (``http.py``) talks to a server over a pooled ``requests.Session``;
-``LocalTransport`` (``local.py``) answers the same routes in process with ``onnxfn.runtime``.
-The ``Client`` above them owns everything else (retries, errors, encoding), so both share one code path.
+``LocalTransport`` (``local.py``) answers the same routes in process with ``onnxfn.runtime``;
+``AsyncHTTPTransport`` (``aio.py``) is the ``AsyncClient``'s, over ``aiohttp``.
+The clients above them own everything else (retries, errors, encoding), so all share one code path.
+Private: the public API is ``Client``/``AsyncClient``, not these.
 A transport raises ``APIConnectionError``/``APITimeoutError`` when there is no answer at all.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Request", "Response", "Transport"]
+__all__ = ["AsyncTransport", "Request", "Response", "Transport"]
 
 
 @dataclass
@@ -50,3 +52,17 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    url: str
+
+    async def send(self, request: Request, timeout: float | None) -> Response:
+        """One attempt, as ``Transport.send``."""
+        ...
+
+    def url_for(self, request: Request) -> str: ...
+
+    def ensure_pool(self, size: int) -> None: ...
+
+    async def aclose(self) -> None: ...

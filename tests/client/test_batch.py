@@ -8,7 +8,15 @@ import io
 import numpy as np
 import pytest
 from faultproxy import FaultProxy
-from onnxfn.client import BadRequestError, BatchResult, Client, PayloadTooLargeError, Prediction, RetryPolicy
+from onnxfn.client import (
+    BadRequestError,
+    BatchError,
+    BatchResult,
+    Client,
+    PayloadTooLargeError,
+    Prediction,
+    RetryPolicy,
+)
 
 
 def _noise_png(size: int = 96) -> bytes:
@@ -63,9 +71,11 @@ def test_single_item_above_max_bytes_is_not_sent(app_server, digit_pngs):
     big = _noise_png()
     assert len(big) > 4_000
     with Client(srv.url) as c:
-        with pytest.raises(PayloadTooLargeError, match="above max_bytes") as info:
+        with pytest.raises(BatchError, match="above max_bytes") as info:
             c.predict_batch([big], max_bytes=4_000)
-        assert info.value.status is None and info.value.index == 0
+        first = info.value.error
+        assert isinstance(first, PayloadTooLargeError) and info.value.__cause__ is first
+        assert first.status is None and first.index == 0 and info.value.index == 0
         assert srv.bodies == []
         result = c.predict_batch([digit_pngs[0], big, digit_pngs[1]], max_bytes=4_000, return_exceptions=True)
     assert isinstance(result[1], PayloadTooLargeError) and result.errors.keys() == {1}
@@ -85,9 +95,12 @@ def test_per_item_exceptions(client, digit_pngs, expected, tmp_path):
     for i in set(range(20)) - {5, 7, 13}:
         assert result[i].label == expected[i].label
     assert result.predictions[5] is None and "3 failed" in repr(result)
-    with pytest.raises(BadRequestError) as info:
+    with pytest.raises(BatchError) as info:
         client.predict_batch(items[:7], batch_size=8)
-    assert info.value.index == 5
+    assert info.value.index == 5 and isinstance(info.value.error, BadRequestError)
+    # what finished is kept: the 5 items before the bad one were in the same (bisected) request
+    assert set(info.value.results) == {0, 1, 2, 3, 4} and set(info.value.errors) == {5}
+    assert [info.value.results[i].label for i in range(5)] == [e.label for e in expected[:5]]
 
 
 def test_413_from_the_server_shrinks_the_batch(app_server, digit_pngs, expected):
@@ -152,5 +165,6 @@ def test_a_wrong_key_stops_the_batch_after_one_request(stub, digit_pngs):
         assert len(result.errors) == 100
         assert all(isinstance(e, AuthenticationError) for e in result.errors.values())
         assert len(s.seen) == 1
-        with pytest.raises(AuthenticationError, match="invalid API key"):
+        with pytest.raises(BatchError, match="invalid API key") as info:
             c.predict_batch(digit_pngs[:100], batch_size=10, max_concurrency=2)
+        assert isinstance(info.value.error, AuthenticationError) and not info.value.results

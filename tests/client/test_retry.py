@@ -306,5 +306,7 @@ def test_hanging_server_times_out_within_the_deadline(hanging_server):
 
 
 def test_server_echoes_the_idempotency_key(client):
-    resp = client.request("GET", "/v2/models/digits")
+    from onnxfn.client._base import Options, drive
+
+    resp = drive(client._call("GET", "/v2/models/digits", Options()), client._transport)
     assert resp.status == 200 and resp.headers["idempotency-key"] and resp.headers["x-request-id"]
