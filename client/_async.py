@@ -227,7 +227,9 @@ class AsyncClient(BaseClient):
     ) -> dict[str, np.ndarray]:
         """Raw tensors over KServe V2 (what ``Client.infer`` takes)."""
         options = Options(timeout, deadline, traceparent)
-        return await adrive(self._infer_flow(inputs, model, version, outputs, binary, options), self._transport)
+        return await adrive(
+            self._infer_flow(inputs, model, version, outputs, binary, options), self._transport
+        )
 
     async def metadata(self, model: str | None = None, *, traceparent: str | None = None) -> dict[str, Any]:
         """KServe V2 model metadata (as ``Client.metadata``)."""

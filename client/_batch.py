@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -173,7 +173,7 @@ def progress_bar(total: int | None) -> Any:
 
 
 def _total(xs: Iterable[Any]) -> int | None:
-    return len(xs) if hasattr(xs, "__len__") else None
+    return len(xs) if isinstance(xs, Sized) else None
 
 
 def run_batch(

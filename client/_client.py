@@ -225,4 +225,3 @@ class Client(BaseClient):
         """True when the server is up and has a model loaded (``/v2/health/ready``); one attempt, never raises
         for a down or unready server."""
         return drive(self._health_flow(timeout), self._transport)
-

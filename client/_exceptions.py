@@ -178,7 +178,8 @@ class BatchError(OnnxfnError):
         message = (
             f"predict_batch failed at item {index} ({type(first).__name__}: {first}); "
             f"{len(results):,} of {count:,} items read finished (in .results), {len(errors):,} failed "
-            f"(in .errors)" + (f", {unsent:,} were not sent" if unsent else "")
+            f"(in .errors)"
+            + (f", {unsent:,} were not sent" if unsent else "")
             + " [resend the items missing from .results, or pass return_exceptions=True]"
         )
         return cls(message, results=results, errors=errors, count=count)
@@ -187,7 +188,7 @@ class BatchError(OnnxfnError):
         return (_rebuild, (type(self), self.message, self.__dict__))
 
 
-def _rebuild(cls: type, message: str, state: dict) -> Exception:
+def _rebuild(cls: type[Exception], message: str, state: dict[str, Any]) -> Exception:
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     exc.__dict__.update(state)
@@ -253,8 +254,9 @@ def request_id_of(headers: Mapping[str, str], body: bytes = b"") -> str | None:
             data = json.loads(body)
         except ValueError:
             return None
-        if isinstance(data, dict) and isinstance(data.get("request_id"), str):
-            return data["request_id"]
+        request_id = data.get("request_id") if isinstance(data, dict) else None
+        if isinstance(request_id, str):
+            return request_id
     return None
 
 

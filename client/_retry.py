@@ -63,12 +63,12 @@ class RetryPolicy:
     def backoff(self, retry: int, rng: random.Random | None = None) -> float:
         """Full-jitter wait before retry number ``retry`` (0 for the first retry)."""
         cap = min(self.backoff_max, self.backoff_base * (2 ** min(retry, 32)))
-        return (rng or random).uniform(0.0, cap)  # noqa: S311 - jitter, not cryptography
+        return (rng or random).uniform(0.0, cap)
 
     def honoured_wait(self, retry_after: float, rng: random.Random | None = None) -> float:
         """The wait for a server-given ``retry_after``: that long, plus up to 10% (at most 0.25 s) so
         that clients told the same thing do not all come back in the same millisecond."""
-        return retry_after + (rng or random).uniform(0.0, min(0.25, 0.1 * retry_after))  # noqa: S311
+        return retry_after + (rng or random).uniform(0.0, min(0.25, 0.1 * retry_after))
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -168,7 +168,8 @@ def attempts(
             exc.idempotency_key, exc.attempts = key, attempt
             error, retryable, counted = exc, exc.retryable, False
         else:
-            assert resp is not None  # noqa: S101 - the driver's contract
+            if resp is None:  # pragma: no cover - a driver bug
+                raise TypeError("the driver must send the Response of a Send step")
             if resp.status < 400:
                 if debug:
                     _log_attempt(request, url, attempt, policy, started, str(resp.status))
@@ -186,7 +187,9 @@ def attempts(
             )
         if debug:
             status = getattr(error, "status", None)
-            _log_attempt(request, url, attempt, policy, started, str(status or f"{type(error).__name__}: {error}"))
+            _log_attempt(
+                request, url, attempt, policy, started, str(status or f"{type(error).__name__}: {error}")
+            )
         if not retryable or policy.max_retries == 0:
             raise error
         if attempt > policy.max_retries and (counted or clock.seconds is None):

@@ -14,7 +14,9 @@ import sys
 __all__ = ["check_traceparent", "inject_current"]
 
 # version "00"-"fe", 32 hex trace id (not all zero), 16 hex parent id (not all zero), 2 hex flags
-_TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$")
+_TRACEPARENT = re.compile(
+    r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"
+)
 
 
 def check_traceparent(value: str) -> str:
