@@ -7,7 +7,6 @@ import io
 
 import numpy as np
 import pytest
-from faultproxy import FaultProxy
 from onnxfn.client import (
     BadRequestError,
     BatchError,
@@ -17,6 +16,8 @@ from onnxfn.client import (
     Prediction,
     RetryPolicy,
 )
+
+from .faultproxy import FaultProxy
 
 
 def _noise_png(size: int = 96) -> bytes:

@@ -11,7 +11,6 @@ import time
 from email.utils import formatdate
 
 import pytest
-from client_helpers import OK_PREDICTION
 from onnxfn.client import (
     APIConnectionError,
     APIError,
@@ -28,6 +27,8 @@ from onnxfn.client import (
     ServerError,
 )
 from onnxfn.client._retry import parse_retry_after
+
+from .helpers import OK_PREDICTION
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 

@@ -9,9 +9,10 @@ import botocore.auth
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from client_helpers import OK_PREDICTION
 from onnxfn.client import Client, RetryPolicy, SigV4Auth
 from onnxfn.client._auth import service_region_from_url
+
+from .helpers import OK_PREDICTION
 
 CREDS = ("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token-123")
 WHEN = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
