@@ -66,8 +66,10 @@ class RestartableServe:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onnxfn", "serve", str(self.models), "--host", "127.0.0.1"]
-            + ["--port", str(self.port), "--log-level", "warning"],
+            [
+                *(sys.executable, "-m", "onnxfn", "serve", str(self.models)),
+                *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
