@@ -164,11 +164,6 @@ class Model:
             )
         return value
 
-    def predict(self, instances: list[Any]) -> np.ndarray:
-        """First output of the model for a list of instances (one row each)."""
-        batch = self.prepare(instances)
-        return self.run({self.inputs[0].name: batch}, [self.outputs[0].name])[self.outputs[0].name]
-
     def classify(self, scores: np.ndarray, top_k: int = 5) -> list[list[dict[str, Any]]]:
         """Top-k ``{"label", "index", "score"}`` per row of class scores, best first."""
         scores = np.asarray(scores)
