@@ -143,17 +143,8 @@ class AsyncClient(BaseClient):
         from ._transports.local import LocalTransport
 
         client = cls.__new__(cls)
-        client._configure(
-            _InThread(LocalTransport(source, default=model, threads=threads)),
-            api_key=None,
-            timeout=None,
-            deadline=None,
-            max_retries=0,
-            retry=None,
-            model=model,
-            max_concurrency=max_concurrency,
-            headers=None,
-        )
+        transport = _InThread(LocalTransport(source, default=model, threads=threads))
+        client._in_process(transport, model, max_concurrency)
         return client
 
     # -- lifecycle -------------------------------------------------------------------------------------

@@ -131,6 +131,22 @@ class BaseClient:
         self._default_model: str | None = None
         self._input_names: dict[str, str] = {}
 
+    def _in_process(
+        self, transport: Transport | AsyncTransport, model: str | None, max_concurrency: int
+    ) -> None:
+        """Configure over an in-process transport: no key, no retries, no timeouts."""
+        self._configure(
+            transport,
+            api_key=None,
+            timeout=None,
+            deadline=None,
+            max_retries=0,
+            retry=None,
+            model=model,
+            max_concurrency=max_concurrency,
+            headers=None,
+        )
+
     def __repr__(self) -> str:
         model = f", model={self.model!r}" if self.model else ""
         return f"{type(self).__name__}({self.url!r}{model}, max_retries={self.retry.max_retries})"

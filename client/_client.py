@@ -104,27 +104,8 @@ class Client(BaseClient):
         """
         from ._transports.local import LocalTransport
 
-        return cls._over(
-            LocalTransport(source, default=model, threads=threads),
-            model=model,
-            max_concurrency=max_concurrency,
-        )
-
-    @classmethod
-    def _over(cls, transport: Transport, *, model: str | None, max_concurrency: int) -> Client:
-        """A client over ``transport`` (in process: no retries, no timeouts)."""
         client = cls.__new__(cls)
-        client._configure(
-            transport,
-            api_key=None,
-            timeout=None,
-            deadline=None,
-            max_retries=0,
-            retry=None,
-            model=model,
-            max_concurrency=max_concurrency,
-            headers=None,
-        )
+        client._in_process(LocalTransport(source, default=model, threads=threads), model, max_concurrency)
         return client
 
     # -- lifecycle -------------------------------------------------------------------------------------

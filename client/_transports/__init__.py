@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import quote, urlencode
 
-__all__ = ["AsyncTransport", "Request", "Response", "Transport"]
+__all__ = ["AsyncTransport", "Request", "Response", "Transport", "URLs"]
 
 
 @dataclass
@@ -66,3 +67,21 @@ class AsyncTransport(Protocol):
     def ensure_pool(self, size: int) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class URLs:
+    """Full URLs of requests under one base URL (paths quoted once and cached)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self._paths: dict[str, str] = {}
+
+    def __call__(self, request: Request) -> str:
+        url = self._paths.get(request.path)
+        if url is None:
+            url = self.base + quote(request.path, safe="/:@!$&'()*+,;=-._~")
+            if len(self._paths) < 1024:
+                self._paths[request.path] = url
+        if request.params:
+            url += "?" + urlencode(request.params)
+        return url

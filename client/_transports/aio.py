@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from .._exceptions import APIConnectionError, APITimeoutError
-from . import Request, Response
+from . import Request, Response, URLs
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -47,12 +46,12 @@ class AsyncHTTPTransport:
             raise ImportError("AsyncClient needs aiohttp: pip install 'onnxfn[client]'") from None
         self._aiohttp = aiohttp
         self.url = url.rstrip("/")
+        self._urls = URLs(self.url)
         self.auth = auth
         self.verify = verify
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self._session: Any = None
-        self._paths: dict[str, str] = {}
 
     def _open(self) -> Any:
         aiohttp = self._aiohttp
@@ -74,14 +73,7 @@ class AsyncHTTPTransport:
         return self._session
 
     def url_for(self, request: Request) -> str:
-        url = self._paths.get(request.path)
-        if url is None:
-            url = self.url + quote(request.path, safe="/:@!$&'()*+,;=-._~")
-            if len(self._paths) < 1024:
-                self._paths[request.path] = url
-        if request.params:
-            url += "?" + urlencode(request.params)
-        return url
+        return self._urls(request)
 
     async def send(self, request: Request, timeout: float | None) -> Response:
         aiohttp = self._aiohttp

@@ -3,6 +3,7 @@ fixtures). Servers bind 127.0.0.1 only and are stopped by the code that starts t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -10,8 +11,9 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from servers import ROOT, free_port, wait_ready
 
@@ -22,6 +24,34 @@ OK_PREDICTION = json.dumps(
 ).encode()
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def same(result: Iterable[Any], expected: list[Any]) -> None:
+    """Every item a Prediction with the expected label and score, in order."""
+    import pytest
+    from onnxfn.client import Prediction
+
+    result = list(result)
+    assert len(result) == len(expected)
+    for got, want in zip(result, expected, strict=True):
+        assert isinstance(got, Prediction), got
+        assert got.label == want.label
+        assert got.score == pytest.approx(want.score, rel=1e-5)
+
+
+def predict_batch(kind: str, url: str, items: Iterable[Any], client: dict[str, Any], **kwargs: Any) -> Any:
+    """``predict_batch`` with ``Client(url, **client)`` (kind "sync") or ``AsyncClient`` ("async")."""
+    from onnxfn.client import AsyncClient, Client
+
+    if kind == "sync":
+        with Client(url, **client) as c:
+            return c.predict_batch(items, **kwargs)
+
+    async def main() -> Any:
+        async with AsyncClient(url, **client) as c:
+            return await c.predict_batch(items, **kwargs)
+
+    return asyncio.run(main())
 
 
 @contextlib.contextmanager

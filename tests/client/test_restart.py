@@ -3,15 +3,15 @@ connection failures are retried until the deadline; a batch that still fails kee
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 
 import pytest
-from onnxfn.client import APIConnectionError, AsyncClient, BatchError, Client, Prediction, RetryPolicy
+from onnxfn.client import APIConnectionError, BatchError, Client, Prediction, RetryPolicy
+from servers import free_port
 
-from .helpers import RestartableServe, silent_server
+from .helpers import RestartableServe, predict_batch
 
 DOWN_FOR = 3.0  # seconds the server is gone (plus its start-up time)
 
@@ -53,16 +53,7 @@ def test_restart_mid_batch_with_defaults_answers_every_item_once(serve, digit_pn
     images = digit_pngs * 4  # 1,800 items
     want = [expected[i % len(expected)] for i in range(len(images))]
     chaos = _Chaos(serve, at=600)
-    if kind == "sync":
-        with Client(serve.url) as c:  # default timeout, deadline and retries
-            result = c.predict_batch(chaos.items(images), batch_size=4)
-    else:
-
-        async def main():
-            async with AsyncClient(serve.url) as c:
-                return await c.predict_batch(chaos.items(images), batch_size=4)
-
-        result = asyncio.run(main())
+    result = predict_batch(kind, serve.url, chaos.items(images), {}, batch_size=4)  # default settings
     finished = time.monotonic()
     chaos.thread.join()
     assert chaos.killed_at is not None and chaos.back_at is not None and chaos.back_at < finished
@@ -73,8 +64,7 @@ def test_restart_mid_batch_with_defaults_answers_every_item_once(serve, digit_pn
 
 def test_connection_failures_back_off_until_the_deadline():
     """Not "gave up after ~7.5 s" with a message naming the deadline: retries go on until it."""
-    with silent_server() as (url, _):
-        dead = url  # a port that is certainly closed once the listener is gone
+    dead = f"http://127.0.0.1:{free_port()}"
     policy = RetryPolicy(max_retries=1, backoff_base=0.05, backoff_max=0.2)
     started = time.monotonic()
     with Client(dead, retry=policy, deadline=2) as c, pytest.raises(APIConnectionError) as info:
@@ -86,8 +76,7 @@ def test_connection_failures_back_off_until_the_deadline():
 
 
 def test_max_retries_zero_is_one_attempt_even_for_connection_failures():
-    with silent_server() as (url, _):
-        dead = url
+    dead = f"http://127.0.0.1:{free_port()}"
     with Client(dead, max_retries=0, deadline=5) as c, pytest.raises(APIConnectionError) as info:
         c.predict(b"\x89PNG")
     assert info.value.attempts == 1
