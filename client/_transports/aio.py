@@ -115,8 +115,10 @@ class AsyncHTTPTransport:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    inner = getattr(exc, "os_error", None)
-    if inner is not None and getattr(inner, "strerror", None):
-        text = f"{inner.strerror} ({text})"
-    return text[:300]
+    """The useful text of an aiohttp/OS error: "connection refused" rather than "Connect call failed"."""
+    inner = getattr(exc, "os_error", exc)
+    if isinstance(inner, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(inner, ConnectionResetError):
+        return "connection reset by peer"
+    return (str(exc) or type(exc).__name__)[:300]

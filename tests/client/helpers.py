@@ -39,19 +39,25 @@ def same(result: Iterable[Any], expected: list[Any]) -> None:
         assert got.score == pytest.approx(want.score, rel=1e-5)
 
 
-def predict_batch(kind: str, url: str, items: Iterable[Any], client: dict[str, Any], **kwargs: Any) -> Any:
-    """``predict_batch`` with ``Client(url, **client)`` (kind "sync") or ``AsyncClient`` ("async")."""
+def call(kind: str, url: str, client: dict[str, Any], method: str, *args: Any, **kwargs: Any) -> Any:
+    """``Client(url, **client).<method>(*args, **kwargs)`` (kind "sync") or the same on ``AsyncClient``
+    ("async"), in a fresh client closed afterwards."""
     from onnxfn.client import AsyncClient, Client
 
     if kind == "sync":
         with Client(url, **client) as c:
-            return c.predict_batch(items, **kwargs)
+            return getattr(c, method)(*args, **kwargs)
 
     async def main() -> Any:
         async with AsyncClient(url, **client) as c:
-            return await c.predict_batch(items, **kwargs)
+            return await getattr(c, method)(*args, **kwargs)
 
     return asyncio.run(main())
+
+
+def predict_batch(kind: str, url: str, items: Iterable[Any], client: dict[str, Any], **kwargs: Any) -> Any:
+    """``predict_batch`` with ``Client(url, **client)`` (kind "sync") or ``AsyncClient`` ("async")."""
+    return call(kind, url, client, "predict_batch", items, **kwargs)
 
 
 @contextlib.contextmanager
