@@ -22,12 +22,27 @@ import numpy as np
 
 from ._encode import Encoded, batch_body
 from ._exceptions import APIConnectionError, APIError, InvalidResponseError, NotFoundError, request_id_of
-from ._retry import RetryPolicy, Send, Sleep, Step, attempts
+from ._retry import RetryPolicy, Sleep, Step, attempts
 from ._trace import check_traceparent, inject_current
 from ._transports import AsyncTransport, Request, Response, Transport
 from ._types import Prediction
 from ._v2 import HEADER as INFER_HEADER
 from ._v2 import decode_infer_response, encode_infer_request
+
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_TIMEOUT",
+    "BaseClient",
+    "Flow",
+    "Options",
+    "T",
+    "drive",
+    "env_api_key",
+    "json_of",
+    "predictions_of",
+    "resolve_url",
+]
 
 T = TypeVar("T")
 Flow = Generator[Step, "Response | None", T]
@@ -329,19 +344,3 @@ def predictions_of(resp: Response, count: int) -> list[Prediction]:
         )
         for r in rows
     ]
-
-
-__all__ = [
-    "DEFAULT_DEADLINE",
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_TIMEOUT",
-    "BaseClient",
-    "Flow",
-    "Options",
-    "Send",
-    "drive",
-    "env_api_key",
-    "json_of",
-    "predictions_of",
-    "resolve_url",
-]
