@@ -23,9 +23,9 @@ DIGITS_PREPROCESS = {
 
 
 def first_output(model, instances: list) -> np.ndarray:
-    """A loaded ``onnxfn.runtime`` model's first output for user instances: ``prepare`` then ``run``."""
+    """A loaded ``onnxfn.runtime`` model's first output for user instances: ``feeds`` then ``run``."""
     name = model.outputs[0].name
-    return model.run({model.inputs[0].name: model.prepare(instances)}, [name])[name]
+    return model.run(model.feeds(instances), [name])[name]
 
 
 def digits_split(seed: int = 0):
