@@ -116,10 +116,6 @@ class Deadline:
             return math.inf
         return self.end - time.monotonic()
 
-    @property
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
 
 @dataclass(frozen=True)
 class Send:
