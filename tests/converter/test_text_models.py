@@ -282,4 +282,5 @@ def test_cli_converts_a_saved_backbone_with_a_vocab_file(bert, text_corpus, tmp_
     assert "text-classification" in printed and "wordpiece tokenizer" in printed
     texts = list(test_texts[:8]) + ODD
     served = load_models(out.parent).get("bare")
-    np.testing.assert_allclose(served.predict(texts), np.asarray(bert.predict(texts, verbose=0)), atol=1e-5)
+    got = served.run(served.feeds(texts))[served.outputs[0].name]
+    np.testing.assert_allclose(got, np.asarray(bert.predict(texts, verbose=0)), atol=1e-5)
