@@ -123,6 +123,14 @@ def test_cli_converts_a_sequential_vectorizer_model_for_client_local(
     assert "text-classification (4 labels)" in printed and "TextVectorization" in printed
     texts = list(test_texts[:10]) + ODD
     want = keras_scores(sequential, texts)
+    calibration = tmp_path / "texts.txt"
+    calibration.write_text("\n".join(test_texts[:80]), encoding="utf-8")
+    quantized = tmp_path / "q" / "seq.onnx"
+    args = ["convert", str(path), "-o", str(quantized), "--quantize", "dynamic", "--calibration"]
+    code = main([*args, str(calibration), "--runs", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "max|Δ| vs keras" in printed and "measured on 80 calibration (unused by dynamic)" in printed
     with Client.local(out) as client:
         for text, row in zip(texts, want, strict=True):
             p = client.predict(text, top_k=len(names))
