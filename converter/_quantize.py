@@ -214,14 +214,42 @@ def _data(
 ) -> tuple[Feeds | None, Feeds, np.ndarray | None, str]:
     """(calibration feeds, eval feeds, eval labels, what the eval data is). Never measures on samples that
     were used to calibrate: without eval data, part of the calibration data is held out."""
+    calibrates = mode in ("static", "auto")
     if eval_data is not None:
         calib = None
         if calibration is not None:
             calib = load_samples(calibration, info, limit=calibration_samples, notes=notes)
         feeds, labels = load_eval(eval_data, info, limit=EVAL_LIMIT, notes=notes)
+        if calib is not None and calibrates:  # eval samples that also calibrated are not held out
+            used = {_row(calib, i) for i in range(count(calib))}
+            keep = np.asarray([i for i in range(count(feeds)) if _row(feeds, i) not in used], dtype=np.int64)
+            if not len(keep):
+                warnings.append(
+                    "the eval data is the calibration data: measuring on part of it held out from "
+                    "calibration instead (pass eval data that was not used to calibrate)"
+                )
+                return _held_out(calibration, info, mode, calibration_samples, warnings, notes)
+            if len(keep) < count(feeds):
+                warnings.append(
+                    f"{count(feeds) - len(keep)} of the {count(feeds)} eval samples were also used to "
+                    f"calibrate: left out, measured on the other {len(keep)}"
+                )
+                feeds, labels = take(feeds, keep), labels[keep] if labels is not None else None
         return calib, feeds, labels, "labelled eval" if labels is not None else "eval"
     if calibration is None:
         return None, *_eval_set(None, None, info, warnings, mode)
+    return _held_out(calibration, info, mode, calibration_samples, warnings, notes)
+
+
+def _held_out(
+    calibration: Any,
+    info: InputInfo,
+    mode: str,
+    calibration_samples: int,
+    warnings: list[str],
+    notes: list[str],
+) -> tuple[Feeds | None, Feeds, np.ndarray | None, str]:
+    """Calibration data split into what calibrates and what is measured on (never both)."""
     calibrates = mode in ("static", "auto")
     feeds, labels = load_eval(
         calibration, info, what="calibration", limit=calibration_samples + HOLDOUT, notes=notes

@@ -109,6 +109,18 @@ def test_without_eval_data_agreement_is_measured_on_held_out_calibration(cnn_1_2
     assert report.calibration_samples == 100 and report.eval_samples == 512
 
 
+def test_eval_samples_that_also_calibrated_are_left_out(cnn_1_255, raw_digits, tmp_path):
+    from onnxfn.converter import quantize
+
+    x_train, x_test, y_train, y_test = raw_digits
+    mixed = (np.concatenate([x_train[:100], x_test]), np.concatenate([y_train[:100], y_test]))
+    report = quantize(
+        cnn_1_255, tmp_path / "m.onnx", mode="static", calibration=x_train[:200], eval_data=mixed, runs=1
+    )
+    assert any("of the" in w and "were also used to calibrate: left out" in w for w in report.warnings)
+    assert report.eval_samples <= len(x_test) and report.labelled
+
+
 def test_values_the_runtime_never_feeds_are_refused(cnn_1_255, raw_digits, tmp_path):
     from onnxfn.converter import ConversionError, quantize
 
