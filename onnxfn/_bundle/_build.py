@@ -86,6 +86,8 @@ def build_bundle(
         )
     if models_from is not None and (not models_from.startswith("s3://") or not bucket(models_from)):
         raise ValueError(f"--models-from {models_from!r}: expected s3://bucket/prefix")
+    if wheel is not None and (not Path(wheel).is_file() or not str(wheel).endswith(".whl")):
+        raise FileNotFoundError(f"--wheel {wheel}: no such wheel file")
     if layer and name == layer_name:
         raise ValueError(f"the function zip and the layer zip cannot both be named {name}")
     compiler = None
