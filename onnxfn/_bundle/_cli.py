@@ -109,5 +109,8 @@ def main(argv: Sequence[str]) -> int:
     """``python -m onnxfn._bundle``: only ``offline`` (bundles are built by ``onnxfn bundle``)."""
     if list(argv[:1]) == ["offline"]:
         return offline_main(argv[1:])
-    print("usage: python -m onnxfn._bundle offline MODEL_DIR  (for bundles: onnxfn bundle --help)", file=sys.stderr)
+    print(
+        "usage: python -m onnxfn._bundle offline MODEL_DIR  (for bundles: onnxfn bundle --help)",
+        file=sys.stderr,
+    )
     return 2

@@ -105,8 +105,7 @@ class BundleReport:
             lines.append(f"{_where(function)}  ({target}, handler {HANDLER})")
             lines += _rows(self.packages)
             lines.append(
-                _total("total", function)
-                + f"   (limits {UNZIPPED_LIMIT // MiB} / {ZIPPED_LIMIT // MiB} MiB)"
+                _total("total", function) + f"   (limits {UNZIPPED_LIMIT // MiB} / {ZIPPED_LIMIT // MiB} MiB)"
             )
         if self.trimmed:
             saved = sum(t.bytes for t in self.trimmed)

@@ -47,7 +47,9 @@ def build_wheel(work: Path, source: Path | None = None) -> Path:
     """``pip wheel --no-deps`` of a clean copy of ``source`` (default: this checkout) into ``work``."""
     source = source or source_checkout()
     if source is None:
-        raise FileNotFoundError("onnxfn does not run from a source checkout: pass its wheel with --wheel PATH")
+        raise FileNotFoundError(
+            "onnxfn does not run from a source checkout: pass its wheel with --wheel PATH"
+        )
     copy = work / "onnxfn-src"
     shutil.copytree(source, copy, ignore=_IGNORE, symlinks=True)
     out = work / "onnxfn-wheel"

@@ -301,10 +301,11 @@ def test_bundle_has_the_runtime_and_serve_deps_only(local_bundle):
         assert required in tops, required
     # onnxfn: from its wheel, the runtime and the onnxfn modules it imports; no CLI, client, converter, bundler.
     sources = {n for n in names if n.startswith("onnxfn/") and "/__pycache__/" not in n}
-    expected = {"onnxfn/__init__.py"} | {f"onnxfn/runtime/{p.name}" for p in (ROOT / "runtime").glob("*.py")}
-    if (ROOT / "onnxfn" / "_wire.py").is_file():
-        expected.add("onnxfn/_wire.py")
-    assert sources == expected
+    runtime = ROOT / "runtime"
+    expected = {"onnxfn/__init__.py", "onnxfn/_wire.py"}
+    expected |= {f"onnxfn/runtime/{p.relative_to(runtime).as_posix()}" for p in runtime.rglob("*.py")}
+    assert {n for n in sources if n.endswith(".py")} == expected
+    assert all(n.startswith("onnxfn/runtime/") for n in sources - expected)  # py.typed, static files
     metadata = [n for n in names if n.startswith("onnxfn-")]  # importlib.metadata.version("onnxfn")
     assert len(metadata) == 1 and re.fullmatch(r"onnxfn-[^/]+\.dist-info/METADATA", metadata[0])
     assert "wheel onnxfn-" in local_bundle.onnxfn and str(ROOT) in local_bundle.onnxfn
@@ -380,6 +381,12 @@ def test_dockerfile_builds_the_same_runtime_on_the_lambda_base_image():
         assert f'"{requirement}"' in text
     assert "uvicorn" not in text.split("FROM", 1)[1].replace("no uvicorn", "")
     assert "COPY runtime/ ${LAMBDA_TASK_ROOT}/onnxfn/runtime/" in text
+    # The same onnxfn files as the zip: RUNTIME_FILES (the repo maps runtime/ to onnxfn.runtime).
+    copies = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ")]
+    copied = {
+        src.replace("runtime/", "onnxfn/runtime/") if src == "runtime/" else src for c in copies for src in c
+    }
+    assert set(_wheel.RUNTIME_FILES) <= copied
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"tests", "converter", "client", ".venv", "node_modules"} <= set(ignored)
     assert "runtime" not in ignored and "onnxfn" not in ignored
