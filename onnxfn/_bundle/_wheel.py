@@ -143,9 +143,12 @@ def imported_onnxfn_modules(root: Path) -> dict[str, tuple[set[str], set[str]]]:
                 module = ".".join([*base, *(node.module.split(".") if node.module else [])])
                 modules.add(module)
                 names |= {f"{module}.{alias.name}" for alias in node.names}
-        ours = lambda n: n == "onnxfn" or n.startswith("onnxfn.")  # noqa: E731
-        found[".".join(parts)] = ({n for n in modules if ours(n)}, {n for n in names if ours(n)})
+        found[".".join(parts)] = ({n for n in modules if _ours(n)}, {n for n in names if _ours(n)})
     return found
+
+
+def _ours(name: str) -> bool:
+    return name == "onnxfn" or name.startswith("onnxfn.")
 
 
 def check_closure(root: Path, wheel_root: Path | None = None) -> None:

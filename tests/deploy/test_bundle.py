@@ -372,6 +372,15 @@ def test_same_inputs_give_the_same_zip_and_the_cli_prints_its_report(
     assert data["models"] == ["digits", "topics"]
 
 
+@pytest.mark.slow
+def test_the_wheel_users_install_ships_the_bundler_and_the_runtime(onnxfn_wheel):
+    with zipfile.ZipFile(onnxfn_wheel) as zf:
+        names = set(zf.namelist())
+    for module in ("onnxfn/_bundle/__init__.py", "onnxfn/_bundle/_probe.py", "onnxfn/_wire.py"):
+        assert module in names, module
+    assert {f"onnxfn/runtime/{p.name}" for p in (ROOT / "runtime").glob("*.py")} <= names
+
+
 def test_dockerfile_builds_the_same_runtime_on_the_lambda_base_image():
     """Not built here (no Docker engine): its contents are checked instead."""
     text = (ROOT / "Dockerfile").read_text()
