@@ -95,6 +95,15 @@ def test_staging_uses_the_runtimes_path_rule(tmp_path, digits_dir, file):
     assert "outside the model directory" in load_models(models).errors["x"]
 
 
+def test_the_manifest_rules_import_without_onnxruntime():
+    """Staging uses onnxfn.runtime._manifest: importing it must stay cheap (no onnxruntime, no FastAPI)."""
+    import subprocess
+
+    code = "import sys, onnxfn._bundle._models; print(sorted({'onnxruntime', 'fastapi'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_a_single_model_file_gets_a_manifest(tmp_path, digits_model):
     names = _models.stage_models(digits_model, tmp_path / "stage")
     assert names == ["digits"]
