@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,12 @@ def build_wheel(work: Path, source: Path | None = None) -> Path:
             "onnxfn does not run from a source checkout: pass its wheel with --wheel PATH"
         )
     copy = work / "onnxfn-src"
-    shutil.copytree(source, copy, ignore=_IGNORE, symlinks=True)
+    copy.mkdir()
+    for path in _build_inputs(source):
+        if path.is_dir():
+            shutil.copytree(path, copy / path.name, ignore=_IGNORE, symlinks=True)
+        else:
+            shutil.copy2(path, copy / path.name)
     out = work / "onnxfn-wheel"
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check"]
     cmd += ["--wheel-dir", str(out), str(copy)]
@@ -62,6 +68,19 @@ def build_wheel(work: Path, source: Path | None = None) -> Path:
     if result.returncode != 0 or len(wheels) != 1:
         raise ValueError(f"could not build the onnxfn wheel from {source}:\n{result.stderr[-3000:]}")
     return wheels[0]
+
+
+def _build_inputs(source: Path) -> list[Path]:
+    """What building the wheel reads: the top-level files (pyproject.toml, setup.py, README, LICENSE…) and
+    the package folders of ``[tool.setuptools.package-dir]``; everything but ignored folders if unknown
+    (never a model directory or other large data a checkout may hold)."""
+    text = (source / "pyproject.toml").read_text(encoding="utf-8")
+    section = re.search(r"^\[tool\.setuptools\.package-dir\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    folders = re.findall(r'^\s*"[^"]+"\s*=\s*"([^"/]+)"', section.group(1), re.M) if section else []
+    if not folders:
+        return sorted(p for p in source.iterdir() if not _IGNORE(str(source), [p.name]))
+    files = {p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")}
+    return sorted(files | {source / f for f in folders})
 
 
 def install_onnxfn(dest: Path, work: Path, wheel: str | Path | None = None) -> str:

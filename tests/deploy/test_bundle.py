@@ -222,6 +222,20 @@ def test_runtime_files_name_the_wire_codec_and_never_the_other_parts():
         assert not _wheel._kept(part + ("x.py" if part.endswith("/") else ""))
 
 
+def test_the_wheel_is_built_from_the_package_folders_not_the_whole_checkout(tmp_path):
+    """A checkout may hold models/ or artifacts/ of any size: the wheel build copies what it reads only."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "onnxfn"\n\n[tool.setuptools.package-dir]\n"onnxfn" = "onnxfn"\n'
+        '"onnxfn.runtime" = "runtime"\n\n[tool.pytest.ini_options]\nx = "y"\n'
+    )
+    for folder in ("onnxfn", "runtime", "models", "tests", ".git"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "README.md").write_text("readme")
+    (tmp_path / ".env").write_text("SECRET=1")
+    names = [p.name for p in _wheel._build_inputs(tmp_path)]
+    assert names == ["README.md", "onnxfn", "pyproject.toml", "runtime"]
+
+
 def test_zips_are_deterministic_and_prefixed(tmp_path, monkeypatch):
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     for d, files in (("deps", ["numpy/__init__.py", "numpy/core.so"]), ("function", ["onnxfn/a.py"])):
