@@ -76,6 +76,7 @@ def _convert(args: argparse.Namespace) -> int:
         opset=args.opset,
         check=not args.no_check,
         version=args.version,
+        tokenizer=getattr(args, "tokenizer", None),
     )
     print(report.to_json() if args.json else report.summary())
     return 0
@@ -100,6 +101,7 @@ def _convert_and_quantize(args: argparse.Namespace, labels: list[str] | None, pr
             opset=args.opset,
             check=not args.no_check,
             version=args.version,
+            tokenizer=getattr(args, "tokenizer", None),
         )
         report = quantize(fp32, args.output, reference=args.model, **quantize_kwargs(args))
     if args.json:
@@ -172,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="class names: one per line, or a JSON list")
     p.add_argument("--task", choices=["image-classification", "text-classification", "tensor"])
     p.add_argument("--preprocess", help="JSON, e.g. '{\"scale\": 0.0627}' (defaults from the input shape)")
+    p.add_argument(
+        "--tokenizer",
+        metavar="VOCAB",
+        help="WordPiece vocab.txt of a BERT-style model saved without its keras-hub preprocessor",
+    )
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--version", type=int, default=1, help="model version stored in the file")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against Keras")
