@@ -93,7 +93,7 @@ def test_two_workers_sum_into_one_exposition(digits_dir, digits_data, tmp_path):
     """--workers 2: every scrape, whichever worker answers it, shows the sum over both workers."""
     _, x_test, _, _ = digits_data
     env = {"TMPDIR": str(tmp_path), "ONNXFN_METRICS_PUBLIC": "true", "ONNXFN_API_KEY_HASHES": hash_key("k")}
-    with onnxfn_serve(digits_dir, "--workers", "2", env=env) as (url, proc):
+    with onnxfn_serve(digits_dir, "--workers", "2", env=env, log_file=tmp_path / "log") as (url, proc):
         (metrics_dir,) = tmp_path.glob("onnxfn-metrics-*")  # serve's own multiprocess dir
         before = scrape(url)  # public: no key needed
         traffic(url, x_test, good=30, bad=9, headers={"x-api-key": "k"})
