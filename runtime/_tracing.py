@@ -4,7 +4,8 @@ Every request gets a trace id (the caller's, from a valid ``traceparent``, else 
 of its own; both are in the request's log line and the response carries ``traceparent`` with them, so a
 caller can find the server side of its request. When the OpenTelemetry API is importable *and* an SDK
 tracer provider is configured, the request and its decode / preprocess / inference phases are real spans
-(children of the caller's span); otherwise those calls cost a dictionary lookup and nothing is recorded.
+(children of the caller's span; the request span is the framework's own server span when it makes one, as
+FastAPI ≥ 0.16x does, else one made here); otherwise those calls cost a lookup and nothing is recorded.
 OpenTelemetry is never required.
 """
 
@@ -83,6 +84,11 @@ def start_request(headers: Mapping[str, str], method: str, route: str) -> Reques
     trace = RequestTrace(trace_id, secrets.token_hex(8), parent_id, flags)
     otel = _recording_otel()
     if otel is not None:
+        current = otel.get_current_span()
+        if current.is_recording():  # the framework's own server span (FastAPI instruments itself): use it
+            sc = current.get_span_context()
+            trace.trace_id, trace.span_id = f"{sc.trace_id:032x}", f"{sc.span_id:016x}"
+            return trace
         from opentelemetry import propagate
 
         parent_ctx = propagate.extract(dict(headers)) if parsed else None
