@@ -263,7 +263,53 @@ def test_serve_image_is_non_root_and_writes_only_to_tmp():
     )
     (entry,) = re.findall(r"^ENTRYPOINT (.+)$", text, re.M)
     assert json.loads(entry)[:2] == ["onnxfn", "serve"] and "8080" in json.loads(entry)
-    for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
-        assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    # Its own ignore file (BuildKit), not the Lambda image's .dockerignore that leaves out the CLI and client.
+    lines = (DEPLOY / "Dockerfile.serve.dockerignore").read_text().splitlines()
+    ignored = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for item in source.split():
+            assert (ROOT / item).exists(), f"COPY {item}: not in the repository"
+            assert item.rstrip("/") not in ignored, f"COPY {item}: excluded from the build context"
     # The Lambda image is another file, untouched.
     assert "public.ecr.aws/lambda/python" in (ROOT / "Dockerfile").read_text()
+
+
+@pytest.mark.slow
+def test_the_image_build_context_makes_a_wheel_with_the_serve_command(tmp_path):
+    """The image's first stage, without Docker: the files it COPYs build a wheel with ``onnxfn serve``."""
+    import sys
+    import zipfile
+
+    context = tmp_path / "src"
+    context.mkdir()
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile(), re.M):
+        for item in source.split():
+            src = ROOT / item
+            if src.is_dir():
+                shutil.copytree(src, context / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy(src, context / item)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheels").glob("onnxfn-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+        metadata = next(z.read(n).decode() for n in names if n.endswith("METADATA"))
+    assert "onnxfn = onnxfn.cli:main" in entry_points
+    assert {"onnxfn/cli.py", "onnxfn/runtime/serve.py", "onnxfn/runtime/_metrics.py"} <= names
+    assert "Provides-Extra: serve" in metadata and "prometheus_client" in metadata.replace("-", "_")
