@@ -13,6 +13,7 @@ its file or manifest entry changes again. A model gone from the source is unload
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -46,8 +47,8 @@ class Reloader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        if self.source.startswith("s3://"):
-            self._etags = _s3_etags(self.source)[1] if repository.root is not None else {}
+        # S3: what the local cache holds is not assumed to match the bucket (the cache may be from an earlier
+        # run): the first poll compares every object, by MD5 where the ETag is one, and fetches what differs.
 
     def start(self) -> None:
         if self._thread is None:
@@ -169,18 +170,30 @@ class Reloader:
         strip = prefix if prefix.endswith("/") or len(etags) > 1 else prefix.rpartition("/")[0]
         changed = [k for k, tag in etags.items() if self._etags.get(k) != tag]
         changed.sort(key=lambda k: k.endswith("manifest.json"))  # the manifest after the files it names
+        fetched = 0
         for key in changed:
             dest = _local(base, key, strip)
+            if dest.is_file() and _same_content(dest, etags[key]):
+                continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
             client.download_file(bucket, key, str(tmp))
             os.replace(tmp, dest)
-        for key in set(self._etags) - set(etags):
+            fetched += 1
+        removed = 0
+        known = set(self._etags) or {k for k in _local_keys(base, strip, prefix)}
+        for key in known - set(etags):
             dest = _local(base, key, strip)
             if dest.is_file():
                 dest.unlink()
+                removed += 1
         self._etags = etags
-        log.info(json.dumps({"event": "s3_synced", "source": self.source, "changed": len(changed)}))
+        if fetched or removed:
+            log.info(
+                json.dumps(
+                    {"event": "s3_synced", "source": self.source, "fetched": fetched, "removed": removed}
+                )
+            )
 
 
 def _s3_etags(url: str) -> tuple[Any, dict[str, str]]:
@@ -196,6 +209,30 @@ def _s3_etags(url: str) -> tuple[Any, dict[str, str]]:
             if not obj["Key"].endswith("/"):
                 etags[obj["Key"]] = obj["ETag"]
     return client, etags
+
+
+def _same_content(path: Path, etag: str) -> bool:
+    """Whether ``path`` holds the object whose ETag is ``etag`` (an MD5 for single-part uploads)."""
+    tag = etag.strip('"')
+    if "-" in tag or len(tag) != 32:  # multipart: the ETag is not the content's MD5; fetch it
+        return False
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == tag
+
+
+def _local_keys(base: Path, strip: str, prefix: str) -> list[str]:
+    """The S3 keys the files in the local cache stand for (for objects deleted before the first poll)."""
+    if not base.is_dir() or prefix.endswith(".onnx"):
+        return []
+    root = strip.rstrip("/") + "/" if strip else ""
+    return [
+        root + str(p.relative_to(base))
+        for p in base.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and ".part-" not in p.name
+    ]
 
 
 def _local(base: Path, key: str, strip: str) -> Path:

@@ -236,6 +236,13 @@ def test_s3_source_reloads_by_etag(moto_server, tmp_path, monkeypatch):
     assert [x["reason"][:15] for x in logs if x.get("event") == "model_reload_refused"] == ["sha256 mismatch"]
     assert sum(x.get("event") == "s3_synced" for x in logs) == 3
 
+    # While no server runs, the bucket moves on; the next one starts from the (stale) local cache and the
+    # first poll brings it up to date.
+    publish(local, 4)
+    upload("scale.onnx", "manifest.json")
+    with onnxfn_serve("s3://reload/prod/", "--reload-interval", "0.3", env=creds, log_file=log) as (url, _):
+        wait_for(4)
+
 
 # -- model directories ---------------------------------------------------------------------------------
 
