@@ -18,7 +18,17 @@ class CLIError(Exception):
 # extra to install instead of printing a traceback. Keep in step with pyproject.toml's optional-dependencies.
 EXTRA_MODULES: dict[str, frozenset[str]] = {
     "serve": frozenset(
-        {"onnxruntime", "fastapi", "starlette", "pydantic", "mangum", "uvicorn", "PIL", "multipart"}
+        {
+            "onnxruntime",
+            "fastapi",
+            "starlette",
+            "pydantic",
+            "mangum",
+            "uvicorn",
+            "PIL",
+            "multipart",
+            "prometheus_client",
+        }
     ),
     "client": frozenset({"requests"}),
     "aws": frozenset({"boto3", "botocore"}),
