@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Metrics", "enabled", "get", "observe_run"]
@@ -53,6 +54,8 @@ class Metrics:
 
         disable_created_metrics()  # no *_created series: half the exposition, nothing a dashboard uses
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        if self.multiprocess_dir:
+            _forget_dead_workers(self.multiprocess_dir)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -111,6 +114,23 @@ class Metrics:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid(), path=self.multiprocess_dir)
+
+
+def _forget_dead_workers(path: str) -> None:
+    """Drop the live gauges of workers that died without saying so (killed, OOM): uvicorn restarts a
+    crashed worker, and its replacement calls this, so ``onnxfn_models_loaded`` counts live workers only."""
+    from prometheus_client import multiprocess
+
+    for file in Path(path).glob("gauge_live*_*.db"):
+        pid = file.stem.rsplit("_", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(int(pid), path=path)
+        except PermissionError:  # alive, another user's
+            continue
 
 
 def enable() -> Metrics:

@@ -198,3 +198,39 @@ def test_lambda_handler_prints_one_emf_line_per_invocation(digits_dir):
     logs = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     requests_logged = [x for x in logs if x.get("event") == "request"]
     assert [x["xray_trace_id"] for x in requests_logged] == [x["xray_trace_id"] for x in emf]
+
+
+_WORKER = """
+import os, sys
+from onnxfn.runtime import _metrics
+m = _metrics.enable()
+m.models_loaded.set(int(sys.argv[1]))
+m.requests.labels("digits", "/predict", "200").inc()
+body, _ = m.render()
+print(body.decode())
+if sys.argv[2] == "crash":
+    os._exit(1)  # killed: no lifespan shutdown, no mark_process_dead
+m.mark_dead()
+"""
+
+
+def test_a_crashed_workers_live_gauge_is_dropped_but_its_counts_stay(tmp_path):
+    """Multiprocess mode: the replacement of a worker that died without cleaning up forgets its gauges."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+
+    def worker(models: int, how: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", _WORKER, str(models), how],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        return out.stdout
+
+    worker(0, "crash")  # a worker that had lost its models, then died
+    assert list(tmp_path.glob("gauge_livemin_*.db"))
+    text = worker(2, "clean")  # its replacement
+    assert "onnxfn_models_loaded 2.0" in text  # livemin over live workers only: not 0 from the dead one
+    assert 'onnxfn_requests_total{model="digits",route="/predict",status="200"} 2.0' in text  # counts kept
+    assert not list(tmp_path.glob("gauge_livemin_*.db"))  # the clean one marked itself dead on exit
