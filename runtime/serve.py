@@ -145,6 +145,33 @@ def _drain_on_signals(dataplane: Any, delay: float) -> None:
         signal.signal(sig, handler)
 
 
+def _run_workers(workers: int, options: dict[str, Any]) -> None:
+    """``uvicorn.run(..., workers=N)``, with a supervisor that lets go of the listening socket on SIGTERM."""
+    from uvicorn import Config
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor, except that on SIGTERM/SIGINT it closes its own copy of the listening
+        socket: the workers keep accepting on theirs through the drain delay, and once they close them new
+        connections are refused at once, instead of queueing on a socket that nobody accepts from until the
+        supervisor exits."""
+
+        def _release(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+
+        def handle_term(self) -> None:
+            self._release()
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self._release()
+            super().handle_int()
+
+    config = Config("onnxfn.runtime.serve:app_from_env", factory=True, workers=workers, **options)
+    Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
 def _exit_zero(signum: int, frame: Any) -> None:
     """After uvicorn's graceful stop it re-raises the signal it caught: a SIGTERM stop is a clean exit."""
     raise SystemExit(0)
@@ -191,7 +218,7 @@ def serve(
         own_dir = tempfile.mkdtemp(prefix="onnxfn-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir  # the workers inherit it
     try:
-        uvicorn.run("onnxfn.runtime.serve:app_from_env", factory=True, workers=workers, **common)
+        _run_workers(workers, common)
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)

@@ -139,14 +139,27 @@ def test_sigterm_with_two_workers_exits_zero_without_failing_accepted_requests(
     _, x_test, _, _ = digits_data
     image = digit_png(x_test[1])
     log = tmp_path / "server.log"
-    with onnxfn_serve(digits_dir, "--workers", "2", "--drain-delay", "1", log_file=log) as (url, proc):
+    with onnxfn_serve(digits_dir, "--workers", "2", "--drain-delay", "2", log_file=log) as (url, proc):
         clients = Clients(url, image)
         time.sleep(1.0)
         uploads = [SlowUpload(url, image) for _ in range(2)]
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
-        wait_for_503(url, timeout=1)
+        wait_for_503(url, timeout=2.5)  # the supervisor forwards SIGTERM within 0.5 s
         clients.join()
+        # Once the workers close their listeners, new connections are refused at once, even though the
+        # supervisor is still running (the half-sent uploads keep the workers, so it, alive).
+        deadline = time.monotonic() + 8
+        while True:
+            try:
+                requests.get(f"{url}/v2/health/live", timeout=2)
+            except requests.ConnectTimeout:
+                raise AssertionError("a connection queued on a socket nobody accepts from") from None
+            except requests.ConnectionError:  # refused (or reset, if it raced the listener closing)
+                break
+            assert time.monotonic() < deadline, "still accepting after the drain delay"
+            time.sleep(0.05)
+        assert proc.poll() is None
         answers = [u.finish() for u in uploads]
         assert proc.wait(timeout=20) == 0
     assert clients.failures == [] and clients.ok > 0
