@@ -13,6 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -33,7 +34,7 @@ def valid_name(name: str) -> bool:
     return bool(_NAME.match(name)) and ".." not in name
 
 
-def read_manifest(path: str | Path) -> dict[str, dict]:
+def read_manifest(path: str | Path) -> dict[str, Any]:
     """The ``models`` mapping of a manifest file; ``ValueError`` when it is not one."""
     path = Path(path)
     try:
@@ -69,7 +70,7 @@ def verify_entry(root: str | Path, name: str, entry: object) -> tuple[Path, str]
     target, expected = resolve_entry(root, name, entry)
     actual = sha256_file(target)
     if actual != expected:
-        file = entry["file"]  # type: ignore[index]  # resolve_entry checked it
+        file = entry.get("file") if isinstance(entry, dict) else target.name
         raise ValueError(
             f"sha256 mismatch for {file}: manifest says {expected[:12]}…, file is {actual[:12]}… "
             f"(corrupted or replaced; if the new file is intended, {_REBUILD})"
@@ -81,7 +82,7 @@ def write_manifest(directory: str | Path, names: list[str] | None = None) -> Pat
     """Create or update ``manifest.json`` in ``directory`` for ``names`` (default: every ``*.onnx``)."""
     directory = Path(directory)
     manifest = directory / MANIFEST
-    entries: dict[str, dict] = {}
+    entries: dict[str, Any] = {}
     if manifest.is_file():
         try:
             entries = read_manifest(manifest)

@@ -264,10 +264,6 @@ class Model:
                 raise
             raise BadRequest(f"input {spec.name!r} {exc.message}") from None
 
-    def predict(self, instances: list[Any]) -> np.ndarray:
-        """First output of the model for a list of instances (one row each)."""
-        return self.run(self.feeds(instances), [self.outputs[0].name])[self.outputs[0].name]
-
     def classify(self, scores: np.ndarray, top_k: int = 5) -> list[list[dict[str, Any]]]:
         """Top-k ``{"label", "index", "score"}`` per row of class scores, best first."""
         scores = np.asarray(scores)

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from client_helpers import API_KEY
 from onnxfn.client import (
     AuthenticationError,
     BadRequestError,
@@ -17,11 +16,13 @@ from onnxfn.client import (
     Prediction,
 )
 
+from .helpers import API_KEY
+
 
 def test_import_is_light():
     code = (
         "import sys, onnxfn.client\n"
-        "heavy = [m for m in ('fastapi', 'tensorflow', 'onnxruntime', 'requests', 'PIL', 'starlette') "
+        "heavy = [m for m in ('fastapi', 'tensorflow', 'onnxruntime', 'requests', 'aiohttp', 'PIL', 'starlette') "
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
