@@ -25,12 +25,13 @@ from onnxfn._wire import HEADER
 
 from ._batcher import Batcher, Direct
 from ._bodies import decode_image_instances, media_type, parse_body, parse_top_k
-from ._errors import BadRequest, UnsupportedMediaType
+from ._errors import BadRequest, NotFound, UnsupportedMediaType
 from ._image import ImagePreprocessor
 from ._model import Model
 from ._repository import ModelRepository
 from ._settings import Settings
 from ._tensors import check_batch
+from ._tracing import span
 from ._v2 import encode_response, parse_request
 
 __all__ = ["Call", "DataPlane", "Reply", "json_reply"]
@@ -50,6 +51,7 @@ class Call:
     body: bytes = b""
     instances: list[Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    model: str | None = None  # set once the request's model is resolved (for logs and metrics)
 
 
 @dataclass
@@ -73,6 +75,8 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, settings: Settings | None = None) -> None:
         self.repository = repository
         self.settings = settings or Settings()
+        self.metrics: Any = None  # runtime._metrics.Metrics when the app turned metrics on
+        self.draining = False  # set on SIGTERM by `onnxfn serve`: readiness answers 503 from then on
         self._ops: dict[str, Callable[[Call], Reply]] = {
             "live": self.live,
             "ready": self.ready,
@@ -82,6 +86,7 @@ class DataPlane:
             "model_ready": self.model_ready,
             "infer": self.infer,
             "predict": self.predict,
+            "metrics": self.metrics_page,
         }
         self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
         self._batchers_lock = threading.Lock()
@@ -95,8 +100,20 @@ class DataPlane:
         return json_reply({"live": True})
 
     def ready(self, call: Call) -> Reply:
+        if self.draining:
+            return json_reply({"ready": False, "reason": "shutting down"}, 503)
         ok = len(self.repository) > 0
         return json_reply({"ready": ok}, 200 if ok else 503)
+
+    def metrics_page(self, call: Call) -> Reply:
+        """Prometheus exposition (``runtime/_metrics.py``); 404 where metrics are off (Lambda, ``Client.local``)."""
+        if self.metrics is None:
+            raise NotFound(
+                "metrics are off here (ONNXFN_METRICS=false; on AWS Lambda each invocation writes a "
+                "CloudWatch EMF line to the log instead)"
+            )
+        body, content_type = self.metrics.render()
+        return Reply(200, body, {"content-type": content_type})
 
     def server_metadata(self, call: Call) -> Reply:
         from onnxfn import __version__
@@ -124,7 +141,8 @@ class DataPlane:
         model = self._model(call)
         with self._runner(model) as runner:
             t0 = time.perf_counter()
-            parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
+            with span("onnxfn.decode", model=model.name):
+                parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
             t1 = time.perf_counter()
             results = runner.run(parsed.inputs, parsed.outputs)
             t2 = time.perf_counter()
@@ -146,7 +164,8 @@ class DataPlane:
                     raise UnsupportedMediaType(
                         "multipart bodies are read by the HTTP server only: send image bytes or JSON instances"
                     )
-                instances, top_k = parse_body(content_type, call.body)
+                with span("onnxfn.decode", model=model.name):
+                    instances, top_k = parse_body(content_type, call.body)
             check_batch(len(instances), self.settings.max_batch)
             top_k = parse_top_k(call.query.get("top_k"), top_k)
             call.timings["decode"] = (time.perf_counter() - t0) * 1000
@@ -181,7 +200,9 @@ class DataPlane:
         name = call.params.get("name")
         if name is None and not default_when_missing:
             raise BadRequest("no model name in the path")
-        return self.repository.get(name, call.params.get("version"))
+        model = self.repository.get(name, call.params.get("version"))
+        call.model = model.name
+        return model
 
 
 def predict_payload(
@@ -198,9 +219,10 @@ def predict_payload(
     """
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
-    if isinstance(model.preprocessor, ImagePreprocessor):
-        instances = decode_image_instances(instances)
-    feeds = model.feeds(instances)  # one batch per input; multi-input instances are keyed by input name
+    with span("onnxfn.preprocess", model=model.name, instances=len(instances)):
+        if isinstance(model.preprocessor, ImagePreprocessor):
+            instances = decode_image_instances(instances)
+        feeds = model.feeds(instances)  # one batch per input; multi-input instances are keyed by input name
     t1 = time.perf_counter()
     name = model.outputs[0].name
     scores = (run or model.run)(feeds, [name])[name]

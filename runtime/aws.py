@@ -12,19 +12,23 @@ every copy. Both are registered with ``snapshot_restore_py`` when the runtime ha
 from __future__ import annotations
 
 import os
+import time
+
+_INIT_START = time.perf_counter()  # for the EMF line's init_duration (runtime/_emf.py)
 
 # pydantic (under FastAPI) scans every installed distribution for plugins on first use: 40-80 ms of a
 # cold start in a fat environment, for plugins a Lambda handler never uses. A user's own setting wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-import contextlib
-import sys
-import types
-from collections.abc import Iterator
+import contextlib  # noqa: E402 (after the clock and the env var above)
+import sys  # noqa: E402
+import types  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
-from mangum import Mangum
+from mangum import Mangum  # noqa: E402
 
-from ._settings import Settings
+from ._emf import instrument  # noqa: E402
+from ._settings import Settings  # noqa: E402
 
 __all__ = ["after_restore", "app", "before_snapshot", "handler"]
 
@@ -61,25 +65,28 @@ def _lean_fastapi() -> Iterator[None]:
 
 
 # One request per container: no worker-thread hop, no batching, one session (whatever the environment says).
-settings = Settings.from_env(offload=False, batch_delay_ms=0.0, instances=1, workers=1)
+# No Prometheus on Lambda (one container per request, nothing scrapes it): one EMF log line per invocation.
+settings = Settings.from_env(offload=False, metrics=False, batch_delay_ms=0.0, instances=1, workers=1)
 with _lean_fastapi():
     from ._app import create_app
 
     app = create_app(settings.model_dir, settings=settings)
 for _model in app.state.repository.models.values():
     _model.warmup()  # in the init phase, not on the first request
-handler = Mangum(app, lifespan="off")
+handler = instrument(Mangum(app, lifespan="off"), app.state.request_hooks, _INIT_START)
 
 
 def before_snapshot() -> None:
     """SnapStart, before the snapshot: models are loaded and warm (import did it); also warm the app.
 
     One metadata request per model goes through Mangum, the middleware, routing and the data plane, so
-    their lazy first-call work is in the snapshot instead of in the first request of every copy.
+    their lazy first-call work is in the snapshot instead of in the first request of every copy. It skips
+    the EMF wrapper: no metric line for it, and each restored copy's first invocation still counts as cold.
     """
+    mangum = handler.__wrapped__  # type: ignore[attr-defined]
     for name in app.state.repository.models:
         path = f"/v2/models/{name}"
-        handler(
+        mangum(
             {
                 "version": "2.0",
                 "routeKey": "$default",
