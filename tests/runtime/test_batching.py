@@ -193,7 +193,9 @@ def test_serve_batches_over_http(digits_dir, digits_data):
     pngs = [digit_png(img) for img in x_test[:64]]
     alone = _plane(digits_dir)
     expected = [_predict(alone, p)() for p in pngs]
-    with onnxfn_serve(digits_dir, "--batch-delay-ms", "20", "--batch-max", "16", "--instances", "2") as (
+    quiet = {"ONNXFN_LOG_LEVEL": "WARNING"}  # no request log lines filling the unread stdout pipe
+    args = ("--batch-delay-ms", "20", "--batch-max", "16", "--instances", "2")
+    with onnxfn_serve(digits_dir, *args, env=quiet) as (
         url,
         _,
     ):

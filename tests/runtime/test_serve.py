@@ -84,7 +84,11 @@ def test_two_workers_answer_a_kept_alive_connection_as_fast_as_one(digits_dir, d
     body = digit_png(digits_data[1][0])
     headers = {"content-type": "application/octet-stream"}
     latencies: dict[str, list[float]] = {"one": [], "two": []}
-    with onnxfn_serve(digits_dir) as (one, _), onnxfn_serve(digits_dir, "--workers", "2") as (two, _):
+    quiet = {"ONNXFN_LOG_LEVEL": "WARNING"}  # 440 request log lines would fill the unread stdout pipe
+    with (
+        onnxfn_serve(digits_dir, env=quiet) as (one, _),
+        onnxfn_serve(digits_dir, "--workers", "2", env=quiet) as (two, _),
+    ):
         with requests.Session() as s1, requests.Session() as s2:
             for i in range(220):
                 for name, url, s in (("one", one, s1), ("two", two, s2)):

@@ -99,4 +99,9 @@ def test_the_handler_works_without_snapshot_restore_py(digits_dir):
     env = {**os.environ, "ONNXFN_MODEL_DIR": str(digits_dir), "ONNXFN_LOG_LEVEL": "ERROR"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["200", "200", "True", "pydantic.v1.main"]
+    lines = out.stdout.splitlines()
+    printed = [word for line in lines if not line.startswith("{") for word in line.split()]
+    assert printed == ["200", "200", "True", "pydantic.v1.main"]
+    emf = [json.loads(line) for line in lines if line.startswith('{"_aws"')]  # one EMF line per invocation
+    # before_snapshot's warm-up bypasses the EMF wrapper: the first real invocation is still the cold one
+    assert [line["cold_start"] for line in emf] == [1, 0]
