@@ -99,7 +99,7 @@ def _endpoint(route: Route, dataplane: DataPlane, settings: Settings) -> Any:
             timings=request.state.timings,
         )
         if route.method == "POST":
-            if route.op == "predict" and media_type(request.headers.get("content-type", "")).startswith(
+            if route.op in ("predict", "explain") and media_type(request.headers.get("content-type", "")).startswith(
                 "multipart/form-data"
             ):
                 call.instances = await _multipart(request, settings.max_batch)
