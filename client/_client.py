@@ -32,7 +32,7 @@ from ._exceptions import (
 )
 from ._retry import Deadline, RetryPolicy, parse_retry_after
 from ._transports import Request, Response, Transport
-from ._types import BatchResult, Prediction
+from ._types import BatchResult, Explanation, Prediction
 from ._v2 import HEADER as INFER_HEADER
 from ._v2 import decode_infer_response
 from ._v2 import encode_infer_request as _encode_infer
@@ -423,6 +423,61 @@ class Client:
             raise run.first_failure()
         items = [run.results[i] for i in range(run.count)]
         return BatchResult(items, requests=run.requests, elapsed=time.monotonic() - started)
+
+    # -- explain -------------------------------------------------------------------------------------------
+    def explain(
+        self,
+        x: Any,
+        *,
+        model: str | None = None,
+        target: str | int | None = None,
+        method: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Explanation:
+        """Why the model answers what it does for one input (``:explain``): a heatmap and overlay PNG for an
+        image, word scores for text. ``target``: the class to explain (label or index; default the top
+        class); ``method``: ``occlusion`` (default) or ``rise`` for images. Takes what ``predict`` takes."""
+        item = encode(x)
+        if item.kind == "tensor":
+            raise TypeError("explain takes an image or a text, not a tensor")
+        options: dict[str, Any] = {}
+        if target is not None:
+            options["target"] = target
+        if method is not None:
+            options["method"] = method
+        body = batch_body([item], None)  # {"instances":[...]}, the item's JSON computed once
+        if options:
+            body = body[:-1] + b"," + json.dumps(options, separators=(",", ":"))[1:].encode()
+        name = model or self.model
+        path = "/explain" if name is None else f"/v1/models/{quote(name, safe='')}:explain"
+        resp = self.request(
+            "POST",
+            path,
+            body=body,
+            content_type="application/json",
+            timeout=timeout,
+            deadline=deadline,
+        )
+        data = self._json(resp)
+        request_id = request_id_of(resp.headers)
+        try:
+            first = data["explanations"][0]
+            version = data.get("version")
+            return Explanation.from_json(
+                first,
+                model=data.get("model"),
+                version=None if version is None else str(version),
+                request_id=request_id,
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise InvalidResponseError(
+                f"unreadable explain answer ({exc}): {resp.content[:200]!r}",
+                status=resp.status,
+                request_id=request_id,
+                body=resp.content,
+                headers=resp.headers,
+            ) from None
 
     # -- tensors (KServe V2) -----------------------------------------------------------------------------
     def infer(
