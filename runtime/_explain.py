@@ -212,7 +212,7 @@ class _ImageInput:
 
 def _occlusion_windows(height: int, width: int, limit: int) -> tuple[int, int, list[tuple[int, int]]]:
     """Window size, stride and top-left corners: tiling corners first, then the half-stride ones."""
-    win = max(1, math.ceil(min(height, width) / 8))
+    win = max(1, math.ceil(min(height, width) / 6))
     while True:
         stride = max(1, win // 2)
         win = 1 if win == 1 else 2 * stride  # the tiling corners are then on the stride grid
