@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from ._auth import OPEN_PATHS, authorized, key_from_headers
+from ._auth import authorized, is_open, key_from_headers
 from ._errors import APIError, BadRequest, HeadersTooLarge, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("onnxfn.access")
@@ -85,7 +85,7 @@ class RequestMiddleware:
                     "(ONNXFN_MAX_HEADER_BYTES): send fewer or shorter headers"
                 )
             path = scope.get("path", "")
-            if self.hashes and path not in OPEN_PATHS:
+            if self.hashes and not is_open(path):
                 key = key_from_headers(headers)
                 if not authorized(key, self.hashes):
                     raise Unauthorized(
