@@ -62,7 +62,7 @@ def create_app(
         title="onnxfn",
         version=__version__,
         description="Keras models served with onnxruntime: KServe V2 (Open Inference Protocol) and a predict API.",
-        docs_url=None,  # _pages.py serves /docs and /redoc from the package, not from a CDN
+        docs_url=None,  # _pages.py serves /docs from the package, not from a CDN
         redoc_url=None,
     )
     dataplane = DataPlane(repository, settings)

@@ -10,7 +10,7 @@ import secrets
 # Open without a key: health, the API description, and the pages a browser opens (the playground, the docs)
 # with their static assets. The API calls those pages make need a key like any other.
 OPEN_PATHS = frozenset(
-    {"/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/", "/redoc"}
+    {"/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/"}
 )
 OPEN_PREFIXES = ("/static/",)
 

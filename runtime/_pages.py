@@ -1,10 +1,10 @@
-"""The pages a browser opens: the playground (``GET /``) and the API docs (``/docs``, ``/redoc``), offline.
+"""The pages a browser opens: the playground (``GET /``) and the API docs (``/docs``), offline.
 
 Everything is served from the package: the playground's HTML/CSS/JS from ``runtime/static/``, the
-Swagger UI and ReDoc bundles from the ``fastapi-offline`` wheel (FastAPI's own docs pages load them from
-a CDN: a blank page without internet). No page has an inline script, so each carries a strict
-Content-Security-Policy. Every URL in the pages is relative, so they work under a path prefix (an API
-Gateway stage) as well as at the root. The pages and assets are open (``_auth.OPEN_PATHS``,
+Swagger UI bundle from the ``fastapi-offline`` wheel (FastAPI's own docs pages load it from a CDN: a blank
+page without internet). There is no ``/redoc``: ReDoc's bundle fetches its logo from cdn.redoc.ly.
+No page has an inline script, so each carries a strict Content-Security-Policy. Every URL in the pages
+is relative, so they work under a path prefix (an API Gateway stage) as well as at the root. The pages and assets are open (``_auth.OPEN_PATHS``,
 ``OPEN_PREFIXES``); the API calls the playground makes need a key like any other.
 """
 
@@ -23,7 +23,7 @@ from ._errors import NotFound
 
 STATIC = Path(__file__).parent / "static"
 STATIC_PREFIX = "/static/"
-DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -40,11 +40,10 @@ PLAYGROUND_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-# Swagger UI and ReDoc set inline styles (React, styled-components); ReDoc runs a blob: worker.
+# Swagger UI sets inline styles (React) and draws icons from data: URLs.
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+    "font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _COMMON = {
     "x-content-type-options": "nosniff",
@@ -54,7 +53,7 @@ _COMMON = {
 
 
 def docs_assets_dir() -> Path | None:
-    """Where the ``fastapi-offline`` wheel keeps Swagger UI and ReDoc, or None when it is not installed."""
+    """Where the ``fastapi-offline`` wheel keeps Swagger UI, or None when it is not installed."""
     spec = importlib.util.find_spec("fastapi_offline")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -68,7 +67,7 @@ def _read(path: Path) -> bytes:
 
 
 def install_pages(app: Any) -> None:
-    """Add ``/``, ``/docs``, ``/redoc`` and ``/static/…`` to ``app`` (created with ``docs_url=None``)."""
+    """Add ``/``, ``/docs`` and ``/static/…`` to ``app`` (created with ``docs_url=None``)."""
 
     def page(name: str, csp: str) -> Response:
         headers = {**_COMMON, "content-security-policy": csp, "cache-control": "no-cache"}
@@ -91,10 +90,6 @@ def install_pages(app: Any) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> Response:
         return page("docs.html" if docs_assets_dir() else "docs-missing.html", DOCS_CSP)
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> Response:
-        return page("redoc.html" if docs_assets_dir() else "docs-missing.html", DOCS_CSP)
 
     @app.get(STATIC_PREFIX + "docs/{name}", include_in_schema=False)
     async def docs_asset(name: str, request: Request) -> Response:
