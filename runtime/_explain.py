@@ -275,7 +275,7 @@ def _rise_masks(count: int, height: int, width: int, cells: int, rng: np.random.
     grid = (rng.random((count, cells, cells)) < 0.5).astype(np.float64)
     big_h, big_w = (cells + 1) * cell_h, (cells + 1) * cell_w
     ry, rx = _upsample_matrix(big_h, cells), _upsample_matrix(big_w, cells)
-    big = np.einsum("yi,nij,xj->nyx", ry, grid, rx)
+    big = ry @ grid @ rx.T  # (n, big_h, big_w): bilinear upsampling as two matrix products
     dy = rng.integers(0, cell_h, size=count)
     dx = rng.integers(0, cell_w, size=count)
     return np.stack([big[i, dy[i] : dy[i] + height, dx[i] : dx[i] + width] for i in range(count)]).astype(
@@ -297,7 +297,7 @@ def _rise(
             break
         masks = _rise_masks(min(size, settings.masks - done), h, w, settings.rise_cells, rng)
         scores = _class_scores(model, image.tensor(masks))[:, index]
-        weighted += np.einsum("n,nyx->yx", scores, masks)
+        weighted += np.tensordot(scores, masks, axes=1)
         coverage += masks.sum(axis=0)
         done += len(masks)
     saliency = np.divide(weighted, coverage, out=np.zeros_like(weighted), where=coverage > 0)
