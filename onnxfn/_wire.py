@@ -150,7 +150,8 @@ def pack_bytes(array: np.ndarray) -> bytes:
 
 def unpack_bytes(raw: bytes | memoryview, *, name: str = "tensor", text: bool = False) -> list[Any]:
     """The elements of a BYTES section, bounds-checked; ``text`` decodes each as UTF-8."""
-    data, items, pos = bytes(raw), [], 0
+    data, pos = bytes(raw), 0
+    items: list[Any] = []
     while pos < len(data):
         if pos + 4 > len(data):
             raise WireError(f"{name}: truncated BYTES element length at byte {pos}")
@@ -158,13 +159,14 @@ def unpack_bytes(raw: bytes | memoryview, *, name: str = "tensor", text: bool = 
         pos += 4
         if pos + length > len(data):
             raise WireError(f"{name}: BYTES element of {length} bytes overruns the binary section")
-        item = data[pos : pos + length]
+        element = data[pos : pos + length]
         if text:
             try:
-                item = item.decode("utf-8")
+                items.append(element.decode("utf-8"))
             except UnicodeDecodeError:
                 raise WireError(f"{name}: BYTES element is not UTF-8 text") from None
-        items.append(item)
+        else:
+            items.append(element)
         pos += length
     return items
 

@@ -180,7 +180,9 @@ def _warn_if_open(settings: Settings) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+    def error_response(
+        request: Request, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> Response:
         request_id = request.scope.get("state", {}).get("request_id")
         return Response(
             json_error(status, message, request_id), status, headers, media_type="application/json"

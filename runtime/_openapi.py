@@ -285,8 +285,8 @@ def install(app: Any, open_paths: frozenset[str]) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
-            return app.openapi_schema
-        schema = original()
+            return dict(app.openapi_schema)
+        schema: dict[str, Any] = original()
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(SCHEMAS)
         components["securitySchemes"] = {

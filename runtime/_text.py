@@ -84,7 +84,7 @@ class TextPreprocessor:
             vec[ids] = 1.0
         else:
             np.add.at(vec, ids, 1.0)
-            if self.mode == "tf_idf":
+            if self.mode == "tf_idf" and self.idf is not None:
                 vec *= self.idf
         if len(self.vocab) > 0 and self.index.get("") == 0:
             vec[0] = 0.0  # the padding token never counts

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnxfn._wire import DATATYPES, WireError, decode_tensor, encode_tensor, join_body, split_body
 from onnxfn.client._v2 import decode_infer_response, encode_infer_request
+
+from onnxfn._wire import DATATYPES, WireError, decode_tensor, encode_tensor, join_body, split_body
 
 SAMPLES = {
     "BOOL": np.array([[True, False]]),
