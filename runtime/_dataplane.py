@@ -22,7 +22,7 @@ from onnxfn._wire import HEADER
 
 from ._bodies import decode_image_instances, media_type, parse_body, parse_top_k
 from ._errors import BadRequest, UnsupportedMediaType
-from ._explain import ExplainSettings, explain_options, explain_payload
+from ._explain import ExplainSettings, check_options, explain_options, explain_payload
 from ._image import ImagePreprocessor
 from ._model import Model
 from ._repository import ModelRepository
@@ -165,6 +165,7 @@ class DataPlane:
                 )
             instances, _ = parse_body(content_type, call.body)
             target, method = explain_options(content_type, call.body, call.query)
+        check_options(model, target, method, self.explain_settings)
         check_batch(len(instances), self.settings.max_batch)
         call.timings["decode"] = (time.perf_counter() - t0) * 1000
         payload = explain_payload(model, instances, target, method, self.explain_settings, call.timings)

@@ -38,6 +38,7 @@ from ._text import TextPreprocessor
 __all__ = [
     "IMAGE_METHODS",
     "ExplainSettings",
+    "check_options",
     "explain_options",
     "explain_payload",
     "overlay_png",
@@ -120,6 +121,22 @@ def explain_options(content_type: str, body: bytes, query: Any) -> tuple[str | i
     return target, method
 
 
+def check_options(
+    model: Model, target: str | int | None, method: str | None, settings: ExplainSettings
+) -> None:
+    """Refuse a bad ``target`` or ``method`` before any work (and before the batch-size check)."""
+    if model.task not in ("image-classification", "text-classification") or model.preprocessor is None:
+        raise BadRequest(
+            f"model {model.name!r} is a {model.task} model: :explain works on image and text classifiers"
+        )
+    _method(model, method, settings)
+    classes = model.outputs[0].shape[-1] if model.outputs[0].shape else None
+    if isinstance(classes, int) and classes > 0:
+        _resolve_target(model, target, np.zeros(max(classes, 2)))
+    elif isinstance(target, int) and target < 0:
+        raise BadRequest(f"target index {target} is out of range: class indices start at 0")
+
+
 def _resolve_target(model: Model, target: str | int | None, scores: np.ndarray) -> int:
     """The class index to explain: the top class by default, else a label or an index."""
     classes = scores.shape[-1]
@@ -144,11 +161,11 @@ def _resolve_target(model: Model, target: str | int | None, scores: np.ndarray) 
 
 def _method(model: Model, method: str | None, settings: ExplainSettings) -> str:
     if isinstance(model.preprocessor, TextPreprocessor):
-        chosen = (method or "occlusion").lower()
+        chosen = "occlusion" if method is None else method
         if chosen not in TEXT_METHODS:
             raise BadRequest(f"method {method!r} does not apply to text: text models use 'occlusion'")
         return chosen
-    chosen = (method or settings.method).lower()
+    chosen = settings.method if method is None else method
     if chosen not in IMAGE_METHODS:
         raise BadRequest(f"unknown method {method!r}: use one of {', '.join(IMAGE_METHODS)}")
     return chosen

@@ -272,6 +272,8 @@ def test_unknown_model_and_method_not_allowed(client):
         ({"target": True}, "label (string) or a class index"),
         ({"target": [0]}, "label (string) or a class index"),
         ({"method": "gradcam"}, "unknown method"),
+        ({"method": ""}, "unknown method"),
+        ({"method": "RISE"}, "unknown method"),
         ({"method": 3}, '"method" must be a string'),
     ],
 )
