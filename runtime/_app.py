@@ -103,9 +103,9 @@ def _endpoint(route: Route, dataplane: DataPlane, settings: Settings) -> Any:
             timings=request.state.timings,
         )
         if route.method == "POST":
-            if route.op in ("predict", "explain") and media_type(request.headers.get("content-type", "")).startswith(
-                "multipart/form-data"
-            ):
+            if route.op in ("predict", "explain") and media_type(
+                request.headers.get("content-type", "")
+            ).startswith("multipart/form-data"):
                 call.instances = await _multipart(request, settings.max_batch)
             else:
                 call.body = await request.body()
