@@ -77,6 +77,7 @@ class Tab:
     page: Any
     context: Any
     origin: str
+    key: str = API_KEY
     requests: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)

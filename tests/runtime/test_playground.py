@@ -50,6 +50,11 @@ def test_page_is_open_small_and_has_a_strict_csp(client):
         assert asset.content == (STATIC / name).read_bytes()
 
 
+def test_page_on_an_open_server_loads_models_at_once(digits_dir):
+    with TestClient(create_app(digits_dir, settings=Settings(threads=1))) as open_client:
+        assert 'data-auth="open"' in open_client.get("/").text
+
+
 def test_page_js_keeps_the_key_in_memory_and_calls_only_its_server():
     js = (STATIC / "playground.js").read_text()
     for storage in ("localStorage", "sessionStorage", "document.cookie", "indexedDB"):

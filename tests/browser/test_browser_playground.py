@@ -9,14 +9,14 @@ import re
 
 import numpy as np
 import pytest
-from conftest import API_KEY
 from models import digit_png
 
 pytestmark = pytest.mark.slow
 
 
-def _open(tab, key: str | None = API_KEY):
+def _open(tab, key: str | None = ""):
     page = tab.page
+    key = tab.key if key == "" else key
     response = page.goto(tab.origin + "/")
     assert response.status == 200
     csp = response.headers["content-security-policy"]
@@ -55,7 +55,7 @@ def test_digit_png_gets_the_right_label_and_overlay(tab, digits_data, tmp_path):
 
     shown = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
     assert shown.format == "PNG" and max(shown.size) >= 224
-    assert page.evaluate("document.getElementById('overlay').naturalWidth") >= 224
+    page.wait_for_function("() => document.getElementById('overlay').naturalWidth >= 224")  # decoded, shown
     assert page.locator("#preview").is_hidden()
     assert f"Evidence for “{y_test[index]}”" in page.locator("#caption").inner_text()
     screenshot = tmp_path / "playground-digits.png"
@@ -68,7 +68,7 @@ def test_digit_png_gets_the_right_label_and_overlay(tab, digits_data, tmp_path):
     # The key stayed in memory: no storage, no cookie.
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
     assert tab.context.cookies() == []
-    assert API_KEY not in page.evaluate("document.documentElement.outerHTML")
+    assert tab.key not in page.evaluate("document.documentElement.outerHTML")
     assert tab.unexpected_console_errors() == []
 
 
@@ -94,6 +94,29 @@ def test_text_model_gets_a_label_and_word_scores(tab, tmp_path):
     assert tab.unexpected_console_errors() == []
 
 
+def test_drag_and_drop_an_image(tab, digits_data):
+    _, x_test, _, y_test = digits_data
+    png = base64.b64encode(digit_png(x_test[0])).decode()
+    page = _open(tab)
+    _wait_models(page)
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            const drop = document.getElementById("drop");
+            drop.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
+            drop.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+        }""",
+        png,
+    )
+    top = page.locator("#topk li").first.locator(".name")
+    top.wait_for()
+    assert top.inner_text() == str(y_test[0])
+    assert "dropped.png" in page.locator("#file-name").inner_text()
+    assert tab.unexpected_console_errors() == []
+
+
 def test_wrong_or_missing_key_is_a_clear_error(tab):
     page = _open(tab, key=None)
     page.wait_for_function("() => document.getElementById('status').textContent.includes('needs an API key')")
@@ -105,7 +128,7 @@ def test_wrong_or_missing_key_is_a_clear_error(tab):
     assert "invalid API key" in error.inner_text()
     # The browser logs the 401 answers themselves; nothing else.
     assert tab.unexpected_console_errors("status of 401") == []
-    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_label("API key").fill(tab.key)
     page.get_by_role("button", name="Use key").click()
     _wait_models(page)
     assert error.is_hidden()
