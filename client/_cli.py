@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``predict`` to the ``onnxfn`` command (called by ``onnxfn.cli``; imports nothing heavy)."""
     p = subparsers.add_parser(
         "predict",

@@ -13,7 +13,7 @@ class Label(NamedTuple):
     """One class of a prediction: its name, its index in the model's output, its score."""
 
     label: str
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the class index
     score: float
 
     def __repr__(self) -> str:
@@ -84,7 +84,7 @@ class Prediction:
         return f"Prediction(label={self.label!r}, score={score}, top_k=[{shown}{more}]{where})"
 
 
-class BatchResult(Sequence):
+class BatchResult(Sequence["Prediction | BaseException"]):
     """Results of ``predict_batch`` in input order: a ``Prediction`` per item, or (with
     ``return_exceptions=True``) the exception that item raised."""
 

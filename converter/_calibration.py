@@ -286,6 +286,11 @@ def _images(blobs: list[bytes], names: list[str], info: InputInfo, *, what: str)
     from onnxfn.runtime.preprocess import ImagePreprocessor
 
     spec = info.preprocess
+    if len(info.names) > 1:
+        raise ConversionError(
+            f"{what} data is images but the model has {len(info.names)} inputs {info.names}: pass a dict or "
+            ".npz with one array per input name (images as the runtime feeds them)"
+        )
     if info.task != "image-classification" or not spec or "size" not in spec:
         raise ConversionError(
             f"{what} data is images but the model has no image preprocessing "
@@ -308,6 +313,12 @@ def _images(blobs: list[bytes], names: list[str], info: InputInfo, *, what: str)
             out.append(pre.array(pre.load(blob)))
         except APIError as exc:
             raise ConversionError(f"{what} image {name}: {exc.message}") from None
+    sizes = sorted({a.shape for a in out})
+    if len(sizes) > 1:  # size null: the model takes each image at its own size
+        raise ConversionError(
+            f"{what} images have different sizes {[list(s) for s in sizes[:3]]} and the model keeps each "
+            "image's own size: resize them to one size first"
+        )
     return np.stack(out)
 
 

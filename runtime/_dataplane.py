@@ -187,14 +187,16 @@ def predict_payload(
     t0 = time.perf_counter()
     if isinstance(model.preprocessor, ImagePreprocessor):
         instances = decode_image_instances(instances)
-    batch = model.prepare(instances)
+    feeds = model.feeds(instances)  # one batch per input; multi-input instances are keyed by input name
     t1 = time.perf_counter()
     name = model.outputs[0].name
-    scores = model.run({model.inputs[0].name: batch}, [name])[name]
+    scores = model.run(feeds, [name])[name]
     t2 = time.perf_counter()
     timings["preprocess"] = (t1 - t0) * 1000
     timings["inference"] = (t2 - t1) * 1000
     payload: dict[str, Any] = {"model": model.name, "version": model.version}
+    if len(model.outputs) > 1:
+        payload["output"] = name  # several outputs: the friendly answer is the first one's (V2 has all)
     if model.task == "tensor":
         payload["outputs"] = np.asarray(scores).tolist()
     else:

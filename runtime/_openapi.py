@@ -188,11 +188,14 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "minItems": 1,
                 "items": {
-                    "description": "a base64 image, a text, or a numeric array (one model input row)",
-                    "oneOf": [
+                    "description": "a base64 image, a text, or a numeric array (one model input row); "
+                    "for models with several inputs an object keyed by input name, e.g. "
+                    '{"image": "<base64>", "features": [0.1, 2.0]}',
+                    "anyOf": [
                         {"type": "string"},
                         {"type": "array"},
                         {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string"}}},
+                        {"type": "object", "additionalProperties": True},
                     ],
                 },
             },
@@ -216,6 +219,7 @@ SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
             "predictions": {"type": "array", "items": {"type": "array", "items": _ref("Prediction")}},
             "outputs": {"type": "array"},
+            "output": {"type": "string", "description": "models with several outputs: the one answered"},
         },
     },
     "ExplainRequest": {

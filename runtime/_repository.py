@@ -6,35 +6,20 @@ that fails is refused (logged) and the others are still served.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from ._errors import NotFound, NotReady
+from ._manifest import MANIFEST, read_manifest, sha256_file, valid_name, verify_entry, write_manifest
 from ._model import Model
 
 log = logging.getLogger("onnxfn.runtime")
 
-MANIFEST = "manifest.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def valid_name(name: str) -> bool:
-    """Model names are simple file stems: no slashes, no ``..``."""
-    return bool(_NAME.match(name)) and ".." not in name
+# The manifest helpers live in _manifest (shared with `onnxfn bundle`); these names stay importable here.
+__all__ = ["MANIFEST", "ModelRepository", "sha256_file", "valid_name", "write_manifest"]
 
 
 class ModelRepository:
@@ -78,7 +63,7 @@ class ModelRepository:
         manifest = path / MANIFEST
         loaders: dict[str, Callable[[], Model]] = {}
         if manifest.is_file():
-            for name, entry in sorted(_read_manifest(manifest).items()):
+            for name, entry in sorted(read_manifest(manifest).items()):
                 loaders[name] = partial(_load_verified, path, name, entry, kwargs)
         else:
             files = sorted(path.glob("*.onnx"))
@@ -125,56 +110,6 @@ class ModelRepository:
         return len(self.models)
 
 
-def _read_manifest(path: Path) -> dict[str, dict]:
-    try:
-        data = json.loads(path.read_text())
-        entries = data["models"]
-        if not isinstance(entries, dict):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise ValueError(
-            f'{path} is not a manifest: expected {{"models": {{"NAME": {{"file", "sha256"}}}}}}'
-        ) from None
-    return entries
-
-
 def _load_verified(root: Path, name: str, entry: dict, kwargs: dict) -> Model:
-    if not valid_name(name):
-        raise ValueError(f"invalid model name {name!r} in manifest")
-    file = entry.get("file") if isinstance(entry, dict) else None
-    expected = entry.get("sha256") if isinstance(entry, dict) else None
-    if not isinstance(file, str) or not isinstance(expected, str):
-        raise ValueError(f"manifest entry {name!r} needs 'file' and 'sha256'")
-    target = (root / file).resolve()
-    if root.resolve() not in target.parents:
-        raise ValueError(f"manifest entry {name!r}: file {file!r} is outside the model directory")
-    if not target.is_file():
-        raise ValueError(f"manifest entry {name!r}: {file} does not exist")
-    actual = sha256_file(target)
-    if actual != expected.lower():
-        raise ValueError(
-            f"sha256 mismatch for {file}: manifest says {expected[:12]}…, file is {actual[:12]}… "
-            "(corrupted or replaced; rebuild the manifest with `onnxfn convert`/`onnxfn manifest`)"
-        )
+    target, actual = verify_entry(root, name, entry)
     return Model(name, target, sha256=actual, **kwargs)
-
-
-def write_manifest(directory: str | Path, names: list[str] | None = None) -> Path:
-    """Create or update ``manifest.json`` in ``directory`` for ``names`` (default: every ``*.onnx``)."""
-    directory = Path(directory)
-    manifest = directory / MANIFEST
-    entries: dict[str, dict] = {}
-    if manifest.is_file():
-        try:
-            entries = _read_manifest(manifest)
-        except ValueError:
-            entries = {}
-    stems = names if names is not None else [p.stem for p in sorted(directory.glob("*.onnx"))]
-    for stem in stems:
-        file = directory / f"{stem}.onnx"
-        entries[stem] = {"file": file.name, "sha256": sha256_file(file)}
-    entries = {k: v for k, v in entries.items() if (directory / v["file"]).is_file()}
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"models": dict(sorted(entries.items()))}, indent=2) + "\n")
-    os.replace(tmp, manifest)
-    return manifest

@@ -368,6 +368,20 @@ def test_client_local_explain(model_dir, patch_png):
             local.explain(np.zeros((2, 3), dtype=np.float32), model="patch")
 
 
+def test_async_client_local_explain(model_dir, patch_png):
+    import asyncio
+
+    from onnxfn.client import AsyncClient
+
+    async def main():
+        async with AsyncClient.local(model_dir) as local:
+            return await local.explain(patch_png, model="patch", method="rise")
+
+    e = asyncio.run(main())
+    assert e.label == "bright" and e.method == "rise" and e.heatmap.shape == (16, 16)
+    assert _mask(REGION)[np.unravel_index(np.argmax(e.heatmap), e.heatmap.shape)]
+
+
 @pytest.mark.slow
 def test_client_and_cli_explain_over_http(model_dir, patch_png, tmp_path):
     import subprocess
