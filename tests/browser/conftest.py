@@ -37,8 +37,10 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright(chromium_path):
+    """Module-scoped: Playwright's sync API runs an asyncio loop in this thread while it is started, which
+    would break later tests that run their own loop (Mangum's handler)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
