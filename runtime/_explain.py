@@ -146,7 +146,7 @@ def _resolve_target(model: Model, target: str | int | None, scores: np.ndarray) 
     if isinstance(target, str):
         if target in labels:
             return labels.index(target)
-        if not target.strip().lstrip("-").isdigit():
+        if not re.fullmatch(r"\s*-?[0-9]+\s*", target):
             shown = ", ".join(labels[:20]) + (", …" if len(labels) > 20 else "")
             raise BadRequest(
                 f"target {target!r} is not a label of model {model.name!r}"

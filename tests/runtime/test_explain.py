@@ -269,6 +269,8 @@ def test_unknown_model_and_method_not_allowed(client):
     [
         ({"target": "purple"}, "is not a label"),
         ({"target": 7}, "out of range"),
+        ({"target": "²"}, "is not a label"),
+        ({"target": "-1"}, "out of range"),
         ({"target": True}, "label (string) or a class index"),
         ({"target": [0]}, "label (string) or a class index"),
         ({"method": "gradcam"}, "unknown method"),
