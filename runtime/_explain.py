@@ -125,16 +125,25 @@ def check_options(
     model: Model, target: str | int | None, method: str | None, settings: ExplainSettings
 ) -> None:
     """Refuse a bad ``target`` or ``method`` before any work (and before the batch-size check)."""
-    if model.task not in ("image-classification", "text-classification") or model.preprocessor is None:
-        raise BadRequest(
-            f"model {model.name!r} is a {model.task} model: :explain works on image and text classifiers"
-        )
+    _check_model(model)
     _method(model, method, settings)
     classes = model.outputs[0].shape[-1] if model.outputs[0].shape else None
     if isinstance(classes, int) and classes > 0:
         _resolve_target(model, target, np.zeros(max(classes, 2)))
     elif isinstance(target, int) and target < 0:
         raise BadRequest(f"target index {target} is out of range: class indices start at 0")
+
+
+def _check_model(model: Model) -> None:
+    if model.task not in ("image-classification", "text-classification"):
+        raise BadRequest(
+            f"model {model.name!r} is a {model.task} model: :explain works on image and text classifiers"
+        )
+    if model.preprocessor is None:
+        raise BadRequest(
+            f"model {model.name!r} has {len(model.inputs)} inputs: :explain works on one-input image and "
+            "text classifiers"
+        )
 
 
 def _resolve_target(model: Model, target: str | int | None, scores: np.ndarray) -> int:
@@ -385,11 +394,8 @@ def explain_payload(
     from ._bodies import decode_image_instances
 
     timings = timings if timings is not None else {}
+    _check_model(model)
     pre = model.preprocessor
-    if model.task not in ("image-classification", "text-classification") or pre is None:
-        raise BadRequest(
-            f"model {model.name!r} is a {model.task} model: :explain works on image and text classifiers"
-        )
     if len(instances) > settings.max_instances:
         raise PayloadTooLarge(
             f"{len(instances)} instances in one explain request, above the limit of {settings.max_instances} "
@@ -406,6 +412,9 @@ def explain_payload(
         inputs = [_ImageInput(model, bytes(x)) for x in items]  # decode all first: bad input fails fast
         for data, image in zip(items, inputs, strict=True):
             base_scores = _class_scores(model, image.tensor(np.ones((1, image.height, image.width))))[0]
+            # The heatmap covers what the model saw: the whole image when stretched, else the crop or the
+            # letterbox (drawn from the model-size view).
+            shown = bytes(data) if getattr(pre, "resize", "stretch") == "stretch" else image.image
             index = _resolve_target(model, target, base_scores)
             if chosen == "rise":
                 heatmap, used, complete = _rise(model, image, index, settings, clock)
@@ -420,7 +429,7 @@ def explain_payload(
                     "masks": used,
                     "complete": complete,
                     "heatmap": np.round(heatmap, 4).tolist(),
-                    "overlay": base64.b64encode(overlay_png(bytes(data), heatmap)).decode("ascii"),
+                    "overlay": base64.b64encode(overlay_png(shown, heatmap)).decode("ascii"),
                 }
             )
     else:

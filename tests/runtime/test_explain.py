@@ -22,7 +22,7 @@ DISTRACTOR = (slice(10, 14), slice(2, 6))  # as bright as the evidence, and igno
 KEY = "explain-test-key"
 
 
-def _patch_model(path):
+def _patch_model(path, resize: str = "stretch"):
     """16×16 RGB → Slice(REGION) → Flatten → MatMul → Softmax over ("bright", "dark", "other")."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -52,7 +52,7 @@ def _patch_model(path):
     meta = ModelMetadata(
         task="image-classification",
         labels=["bright", "dark", "other"],
-        preprocess={"size": [16, 16], "layout": "NHWC", "color": "RGB", "scale": 1 / 255},
+        preprocess={"size": [16, 16], "layout": "NHWC", "color": "RGB", "scale": 1 / 255, "resize": resize},
     )
     return _save(graph, meta, path)
 
@@ -116,6 +116,7 @@ def _quantize_int8(src, dst, calibration: np.ndarray) -> None:
 def model_dir(tmp_path_factory, digits_data):
     root = tmp_path_factory.mktemp("explain-models")
     _patch_model(root / "patch.onnx")
+    _patch_model(root / "patch_crop.onnx", resize="crop")
     _word_model(root / "word.onnx")
     digits_logreg(root / "digits.onnx")
     x_train = digits_data[0]
@@ -183,6 +184,21 @@ def test_heatmap_points_at_the_only_evidence(client, patch_png, method):
 
     shown = Image.open(io.BytesIO(overlay))
     assert shown.format == "PNG" and max(shown.size) >= 224
+
+
+def test_overlay_covers_what_the_model_saw(client):
+    """A 48×24 image: stretched, the overlay keeps its 2:1 shape; centre-cropped, it is the square crop."""
+    from PIL import Image
+
+    wide = _png(np.random.default_rng(5).integers(0, 255, size=(24, 48, 3)))
+    sizes = {}
+    for name in ("patch", "patch_crop"):
+        r = client.post(f"/v1/models/{name}:explain", content=wide, headers={"content-type": "image/png"})
+        assert r.status_code == 200, r.text
+        overlay = Image.open(io.BytesIO(base64.b64decode(r.json()["explanations"][0]["overlay"])))
+        sizes[name] = overlay.size
+    assert sizes["patch"][0] == 2 * sizes["patch"][1]
+    assert sizes["patch_crop"][0] == sizes["patch_crop"][1]
 
 
 def test_text_score_points_at_the_only_word(client):
