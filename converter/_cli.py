@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._options import METHODS, MODES
 
@@ -53,6 +54,13 @@ def add_quantize_options(p: argparse.ArgumentParser, *, mode_flag: str, default_
         help="auto keeps variants within this drop (0.01 = 1 point)",
     )
     p.add_argument(
+        "--max-latency-ratio",
+        type=float,
+        default=1.1,
+        help="auto keeps variants at most this many times fp32's batch-32 latency (default 1.1 = 10%% "
+        "slower); an explicit --mode slower than this is warned about",
+    )
+    p.add_argument(
         "--no-reduce-range", dest="reduce_range", action="store_false", help="full 8-bit weights (VNNI CPUs)"
     )
     p.add_argument(
@@ -72,6 +80,7 @@ def quantize_kwargs(args: argparse.Namespace) -> dict:
         "per_channel": args.per_channel,
         "calibrate_method": args.calibrate_method,
         "max_accuracy_drop": args.max_accuracy_drop,
+        "max_latency_ratio": args.max_latency_ratio,
         "reduce_range": args.reduce_range,
         "calibration_samples": args.calibration_samples,
         "runs": args.runs,
@@ -85,4 +94,6 @@ def run(args: argparse.Namespace) -> int:
 
     report = quantize(args.model, args.output, reference=args.reference, **quantize_kwargs(args))
     print(report.to_json() if args.json else report.table())
+    for warning in report.warnings:  # visible even when stdout goes to a file or a JSON parser
+        print(f"onnxfn quantize: warning: {warning}", file=sys.stderr)
     return 0

@@ -15,7 +15,7 @@ import numpy as np
 from onnxfn.runtime._metadata import ModelMetadata
 
 from ._errors import ConversionError
-from ._load import Source, load
+from ._load import Source
 from ._outputs import other_outputs_diff
 from ._preprocessing import image_samples, infer_task
 from ._preprocessing import resolve as resolve_preprocessing
@@ -88,25 +88,39 @@ def convert(
     sample: np.ndarray | list[np.ndarray] | None = None,
     atol: float = DEFAULT_ATOL,
     version: int = 1,
+    tokenizer: Any = None,
 ) -> ConversionReport:
     """Convert ``model`` (``keras.Model``, ``.keras``, ``.h5`` or SavedModel dir) to ``output`` (.onnx).
 
     ``sample``: real inputs for the parity check (default: inputs drawn from the model's own
     preprocessing). The check fails with :class:`ConversionError` when ONNX and Keras differ by more
     than ``atol``. ``manifest.json`` beside ``output`` is created or updated.
+
+    Text: a model with ``TextVectorization`` inside (string input) keeps the vectorizer in the metadata and
+    the rest in ONNX; a BERT-style model (keras-hub ``TextClassifier`` with its preprocessor, or
+    ``tokenizer=`` a keras-hub WordPiece tokenizer/preprocessor or a ``vocab.txt``) carries its tokenizer.
     """
     started = time.perf_counter()
     output = Path(output)
     if output.suffix != ".onnx":
         raise ConversionError(f"output {output} must end in .onnx")
-    source = load(model)
+    from ._textmodels import text_model
+
+    source, text = text_model(model, tokenizer=tokenizer, preprocess=preprocess)
+    notes: list[str] = []
+    early: list[str] = []
+    if text is not None and not isinstance(preprocess, str):
+        preprocess = {**text.preprocess, **(preprocess or {})} or None
+        notes += text.notes
+        early += [] if preprocess and "vocab" in preprocess else text.warnings
     proto = _to_onnx(source, opset)
     onnx_outputs = _output_info(proto)
     classes = _classes(onnx_outputs)
     task = task or _infer_task(source, preprocess, classes)
     resolved = resolve_preprocessing(task, source, preprocess)
     preprocess = resolved.preprocess
-    warnings: list[str] = list(resolved.warnings)
+    warnings: list[str] = [*early, *resolved.warnings]
+    notes += resolved.notes
     if labels is not None:
         labels = [str(x) for x in labels]
         if classes is not None and len(labels) != max(classes, 2 if classes == 1 else classes):
@@ -153,6 +167,13 @@ def convert(
                 f"ONNX output differs from Keras by {max_diff:.3g} (> {atol:g}) on {count} samples: "
                 f"try another opset (--opset), or report the model's layers; nothing was written"
             )
+        if text is not None and preprocess:
+            try:
+                note = text.verify(output, preprocess, atol)
+            except ConversionError:
+                output.unlink(missing_ok=True)
+                raise
+            notes += [note] if note else []
 
     from onnxfn.runtime._repository import write_manifest
 
@@ -172,7 +193,7 @@ def convert(
         labels=len(labels or []),
         preprocess=preprocess,
         warnings=warnings,
-        notes=resolved.notes,
+        notes=notes,
     )
 
 

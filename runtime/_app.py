@@ -66,15 +66,27 @@ def create_app(
         redoc_url=None,
     )
     dataplane = DataPlane(repository, settings)
+    hooks: list[Any] = []
+    if settings.metrics:
+        from ._metrics import enable
+
+        dataplane.metrics = metrics = enable()
+        hooks.append(metrics.observe_request)
+        metrics.models_loaded.set(len(repository))
+        for name in repository.errors:
+            metrics.load_failures.labels(name).inc()
     app.state.repository = repository
     app.state.settings = settings
     app.state.dataplane = dataplane
+    app.state.request_hooks = hooks
     _install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware,
         api_key_hashes=settings.api_key_hashes,
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
+        open_paths=OPEN_PATHS | {"/metrics"} if settings.metrics_public else OPEN_PATHS,
+        hooks=hooks,
     )
     for route in ROUTES:
         app.add_api_route(
@@ -109,9 +121,11 @@ def _endpoint(route: Route, dataplane: DataPlane, settings: Settings) -> Any:
                 call.instances = await _multipart(request, settings.max_batch)
             else:
                 call.body = await request.body()
-        reply = await _run(dataplane, route, call, settings)
-        if reply.model:
-            request.state.model = reply.model
+        try:
+            reply = await _run(dataplane, route, call, settings)
+        finally:
+            if call.model:  # also for errors: a loaded model's name (bounded), never a name a client sent
+                request.state.model = call.model
         headers = dict(reply.headers)
         media = headers.pop("content-type", "application/json")
         return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)

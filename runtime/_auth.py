@@ -15,9 +15,9 @@ OPEN_PATHS = frozenset(
 OPEN_PREFIXES = ("/static/",)
 
 
-def is_open(path: str) -> bool:
-    """True for the routes anyone may call (``OPEN_PATHS``, and files under ``OPEN_PREFIXES``)."""
-    return path in OPEN_PATHS or (path.startswith(OPEN_PREFIXES) and ".." not in path)
+def is_open(path: str, open_paths: frozenset[str] = OPEN_PATHS) -> bool:
+    """True for the routes anyone may call (``open_paths``, and files under ``OPEN_PREFIXES``)."""
+    return path in open_paths or (path.startswith(OPEN_PREFIXES) and ".." not in path)
 
 
 def hash_key(key: str) -> str:

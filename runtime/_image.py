@@ -200,6 +200,7 @@ class ImagePreprocessor:
             pixels = pixels[:, :, None]
         if self.color == "BGR":
             pixels = pixels[:, :, ::-1]
+        out: np.ndarray
         if self.dtype == np.uint8:
             out = np.ascontiguousarray(pixels)
         else:

@@ -97,3 +97,72 @@ def write_manifest(directory: str | Path, names: list[str] | None = None) -> Pat
     tmp.write_text(json.dumps({"models": dict(sorted(entries.items()))}, indent=2) + "\n")
     os.replace(tmp, manifest)
     return manifest
+
+
+def verify_manifest(directory: str | Path) -> dict[str, str | None]:
+    """Every model file of ``directory`` checked against its manifest: ``{name or file: None if ok, else why}``.
+
+    Entries whose file is missing, outside the directory or whose sha256 differs are problems, and so is a
+    ``*.onnx`` file the manifest does not list (the runtime would not serve it).
+    """
+    directory = Path(directory)
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {directory}: write one with `onnxfn manifest {directory}`")
+    entries = read_manifest(manifest)
+    results: dict[str, str | None] = {}
+    listed = set()
+    for name, entry in sorted(entries.items()):
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            listed.add(Path(entry["file"]).name)
+        try:
+            verify_entry(directory, name, entry)
+            results[name] = None
+        except ValueError as exc:
+            results[name] = str(exc)
+    for file in sorted(directory.glob("*.onnx")):
+        if file.name not in listed:
+            results[file.name] = (
+                f"not listed in {MANIFEST}: the server skips it (add it with `onnxfn manifest {directory}`)"
+            )
+    return results
+
+
+def manifest_command(directory: str | Path, *, verify: bool = False, names: list[str] | None = None) -> int:
+    """``onnxfn manifest DIR [NAME ...] [--verify]``: write/update (exit 0) or check (exit 1 on a problem)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory of NAME.onnx files")
+    if verify:
+        results = verify_manifest(directory)
+        for name, problem in results.items():
+            print(f"ok       {name}" if problem is None else f"PROBLEM  {name}: {problem}")
+        bad = sum(problem is not None for problem in results.values())
+        print(f"{len(results) - bad} ok, {bad} with problems" + ("" if bad else f": {MANIFEST} matches"))
+        return 1 if bad else 0
+    if names:
+        missing = [n for n in names if not (directory / f"{n}.onnx").is_file()]
+        if missing:
+            raise FileNotFoundError(f"no {', '.join(f'{n}.onnx' for n in missing)} in {directory}")
+    elif not any(directory.glob("*.onnx")):
+        raise FileNotFoundError(f"no *.onnx files in {directory}")
+    before: dict[str, dict] = {}
+    if (directory / MANIFEST).is_file():
+        try:
+            before = read_manifest(directory / MANIFEST)
+        except ValueError:
+            print(f"replacing {directory / MANIFEST}: it was not a valid manifest")
+    path = write_manifest(directory, names)
+    after = read_manifest(path)
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if new is None:
+            print(f"removed   {name} (its file is gone)")
+        elif old is None:
+            print(f"added     {name}  {new['sha256']}")
+        elif not isinstance(old, dict) or old.get("sha256") != new["sha256"]:
+            print(f"updated   {name}  {new['sha256']}")
+        else:
+            print(f"unchanged {name}")
+    print(f"wrote {path} ({len(after)} models)")
+    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from ._bodies import decode_image_instances
 from ._errors import BadRequest
 from ._image import ImagePreprocessor
 from ._metadata import ModelMetadata, input_preprocess
+from ._metrics import observe_run
 from ._tensors import check_tensor, numpy_dtype
 from ._text import TextPreprocessor
+from ._tracing import span
 
 log = logging.getLogger("onnxfn.runtime")
 
@@ -158,10 +161,14 @@ class Model:
                 raise BadRequest(
                     f"model {self.name!r} has no output {name!r}; outputs: {sorted(self.output_names)}"
                 )
+        rows = _rows(feeds)
+        start = time.perf_counter()
         try:
-            results = self.session.run(names, feeds)
+            with span("onnxfn.inference", model=self.name, rows=rows):
+                results = self.session.run(names, feeds)
         except Exception as exc:  # shapes the declared dims allowed but the graph rejects
             raise BadRequest(f"model {self.name!r} rejected the input: {_short(exc)}") from None
+        observe_run(self.name, rows, time.perf_counter() - start)
         return dict(zip(names, results, strict=True))
 
     def tensor(self, value: Any, name: str | None = None) -> np.ndarray:
@@ -358,6 +365,14 @@ def _kind(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         return "binary image"
     return type(value).__name__
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    """Rows in this run: the first input's leading dimension (1 for a scalar input)."""
+    for value in feeds.values():
+        shape = getattr(value, "shape", ())
+        return int(shape[0]) if shape else 1
+    return 0
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -92,6 +92,13 @@ _EXPLAIN_DOC = {
     ],
 }
 _EXPLAIN = responses("ExplainResponse", 404, 415, 503)
+_METRICS = {
+    200: {
+        "description": "Prometheus text exposition (onnxfn_requests_total, latency histograms, ...)",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    **{k: v for k, v in responses("Live", 404).items() if k != 200},
+}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2/health/live", "live", "Liveness", ("health",), responses("Live")),
@@ -184,6 +191,14 @@ ROUTES: tuple[Route, ...] = (
         _EXPLAIN,
         _EXPLAIN_DOC,
         blocking=True,
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (needs a key unless ONNXFN_METRICS_PUBLIC)",
+        ("operations",),
+        _METRICS,
     ),
 )
 

@@ -40,9 +40,12 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 
 @contextlib.contextmanager
 def onnxfn_serve(
-    model: str | Path, *args: str, env: dict[str, str] | None = None
+    model: str | Path, *args: str, env: dict[str, str] | None = None, log_file: Path | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``onnxfn serve MODEL`` on a free port; yields (base URL, process); SIGTERM on exit."""
+    """``onnxfn serve MODEL`` on a free port; yields (base URL, process); SIGTERM on exit.
+
+    Its output is a pipe (``proc.stdout``) unless ``log_file`` is given: a server under load writes a log
+    line per request, and an undrained pipe fills (64 KiB) and stalls it, so load tests log to a file."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -57,7 +60,8 @@ def onnxfn_serve(
         *args,
     ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    out = open(log_file, "wb") if log_file is not None else subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
@@ -70,6 +74,8 @@ def onnxfn_serve(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if log_file is not None:
+            out.close()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 from models import _save, png_header_only
-from onnxfn.runtime import BadRequest
+from onnxfn.runtime import BadRequest, load_models
+from onnxfn.runtime._dataplane import Call, DataPlane
 from onnxfn.runtime.preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, sniff_image
 from PIL import Image
 
@@ -262,8 +263,9 @@ def test_each_input_gets_its_own_preprocessing_through_the_data_plane(tmp_path):
                 ]
             }
         ).encode()
-        reply = client.request("POST", "/predict", body=body, content_type="application/json")
-        answer = json.loads(reply.content)
+        dataplane = DataPlane(load_models(path))
+        reply = dataplane.handle("predict", Call(headers={"content-type": "application/json"}, body=body))
+        answer = json.loads(reply.body)
         assert answer["output"] == "output_0" and answer["predictions"][0][0] == {
             "label": "image",
             "index": 0,
