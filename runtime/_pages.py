@@ -4,8 +4,9 @@ Everything is served from the package: the playground's HTML/CSS/JS from ``runti
 Swagger UI bundle from the ``fastapi-offline`` wheel (FastAPI's own docs pages load it from a CDN: a blank
 page without internet). There is no ``/redoc``: ReDoc's bundle fetches its logo from cdn.redoc.ly.
 No page has an inline script, so each carries a strict Content-Security-Policy. Every URL in the pages
-is relative, so they work under a path prefix (an API Gateway stage) as well as at the root. The pages and assets are open (``_auth.OPEN_PATHS``,
-``OPEN_PREFIXES``); the API calls the playground makes need a key like any other.
+is relative, so they work under a path prefix (an API Gateway stage) as well as at the root. The pages
+and assets are open (``_auth.OPEN_PATHS``, ``OPEN_PREFIXES``); the API calls the playground makes need a
+key like any other.
 """
 
 from __future__ import annotations
