@@ -26,6 +26,7 @@ SERVE_REQUIREMENTS = (
     "mangum>=0.17",
     "pillow>=10",
     "python-multipart>=0.0.9",
+    "fastapi-offline>=1.7",  # Swagger UI's files, so /docs works without a CDN (runtime/_pages.py)
 )
 
 
