@@ -6,6 +6,7 @@ with Client("https://…/prod", api_key="…") as client:     # or ONNXFN_URL / 
     p = client.predict("cat.jpg")                           # Prediction(label=…, score=…, top_k=[…])
     ps = client.predict_batch(paths, batch_size=32, max_concurrency=4)
     y = client.infer({"input": array})                      # KServe V2, binary tensors
+    e = client.explain("cat.jpg")                           # e.label, e.heatmap (numpy), e.overlay (PNG)
 local = Client.local("model.onnx")                          # same API, in process (edge)
 
 async with AsyncClient("https://…/prod", api_key="…") as client:
@@ -35,7 +36,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._retry import RetryPolicy
-from ._types import BatchResult, Label, Prediction
+from ._types import BatchResult, Explanation, Label, Prediction
 
 __all__ = [
     "APIConnectionError",
@@ -49,6 +50,7 @@ __all__ = [
     "BatchResult",
     "BearerAuth",
     "Client",
+    "Explanation",
     "InvalidResponseError",
     "Label",
     "NotFoundError",

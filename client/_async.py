@@ -32,7 +32,7 @@ from ._encode import Encoded, encode
 from ._exceptions import APIConnectionError
 from ._retry import RetryPolicy, Sleep
 from ._transports import AsyncTransport, Request, Response, Transport
-from ._types import BatchResult, Prediction
+from ._types import BatchResult, Explanation, Prediction
 
 __all__ = ["AsyncClient", "adrive"]
 
@@ -203,6 +203,22 @@ class AsyncClient(BaseClient):
         concurrency = max(1, int(max_concurrency or self.max_concurrency))
         self._transport.ensure_pool(concurrency)
         return await arun_batch(run, xs, concurrency, progress, self._drive)
+
+    async def explain(
+        self,
+        x: Any,
+        *,
+        model: str | None = None,
+        target: str | int | None = None,
+        method: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        traceparent: str | None = None,
+    ) -> Explanation:
+        """Why the model answers what it does for one input (as ``Client.explain``)."""
+        options = Options(timeout, deadline, traceparent)
+        flow = self._explain_flow(await _encode(x), model, target, method, options)
+        return await adrive(flow, self._transport)
 
     async def infer(
         self,

@@ -25,7 +25,7 @@ from ._exceptions import APIConnectionError, APIError, InvalidResponseError, Not
 from ._retry import RetryPolicy, Sleep, Step, attempts
 from ._trace import check_traceparent, inject_current
 from ._transports import AsyncTransport, Request, Response, Transport
-from ._types import Prediction
+from ._types import Explanation, Prediction
 from ._v2 import HEADER as INFER_HEADER
 from ._v2 import decode_infer_response, encode_infer_request
 
@@ -214,6 +214,39 @@ class BaseClient:
             "POST", path, options, body=body, content_type=content_type, params=params
         )
         return predictions_of(resp, len(items))
+
+    def _explain_flow(
+        self,
+        item: Encoded,
+        model: str | None,
+        target: str | int | None,
+        method: str | None,
+        options: Options,
+    ) -> Flow[Explanation]:
+        if item.kind == "tensor":
+            raise TypeError("explain takes an image or a text, not a tensor")
+        extra: dict[str, Any] = {}
+        if target is not None:
+            extra["target"] = target
+        if method is not None:
+            extra["method"] = method
+        body = batch_body([item], None)  # {"instances":[...]}: the item's JSON, computed once
+        if extra:
+            body = body[:-1] + b"," + json.dumps(extra, separators=(",", ":"))[1:].encode()
+        name = model or self.model
+        path = "/explain" if name is None else f"/v1/models/{quote(name, safe='')}:explain"
+        resp = yield from self._call("POST", path, options, body=body, content_type="application/json")
+        data = json_of(resp)
+        try:
+            version = data.get("version")
+            return Explanation.from_json(
+                data["explanations"][0],
+                model=data.get("model"),
+                version=None if version is None else str(version),
+                request_id=request_id_of(resp.headers),
+            )
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise _invalid(resp, f"unreadable explain answer ({exc}): {resp.content[:200]!r}") from None
 
     def _infer_flow(
         self,

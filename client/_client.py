@@ -27,13 +27,13 @@ from ._batch import BatchRun, run_batch
 from ._encode import encode
 from ._retry import RetryPolicy
 from ._transports import Transport
-from ._types import BatchResult, Prediction
+from ._types import BatchResult, Explanation, Prediction
 
 __all__ = ["Client"]
 
 
 class Client(BaseClient):
-    """Calls an onnxfn endpoint: ``predict``, ``predict_batch``, ``infer``, ``metadata``, ``models``,
+    """Calls an onnxfn endpoint: ``predict``, ``predict_batch``, ``explain``, ``infer``, ``metadata``, ``models``,
     ``health``.
 
     ``url`` (or ``ONNXFN_URL``) is the base URL, e.g. ``https://abc.execute-api.eu-west-1.amazonaws.com/prod``.
@@ -175,6 +175,24 @@ class Client(BaseClient):
         concurrency = max(1, int(max_concurrency or self.max_concurrency))
         self._transport.ensure_pool(concurrency)
         return run_batch(run, xs, concurrency, progress, self._transport)
+
+    def explain(
+        self,
+        x: Any,
+        *,
+        model: str | None = None,
+        target: str | int | None = None,
+        method: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        traceparent: str | None = None,
+    ) -> Explanation:
+        """Why the model answers what it does for one input (``:explain``): a heatmap and an overlay PNG for
+        an image, word scores for text. Takes what ``predict`` takes (no tensors). ``target``: the class to
+        explain (a label or an index; default the top class); ``method``: ``occlusion`` or ``rise``
+        (images; default the server's)."""
+        options = Options(timeout, deadline, traceparent)
+        return drive(self._explain_flow(encode(x), model, target, method, options), self._transport)
 
     def infer(
         self,

@@ -25,6 +25,7 @@ from ._errors import APIError, BadRequest, NotReady
 from ._logging import configure_logging
 from ._middleware import RequestMiddleware, json_error
 from ._openapi import install as install_openapi
+from ._pages import install_pages
 from ._repository import ModelRepository
 from ._routes import ROUTES, Route
 from ._settings import Settings
@@ -62,6 +63,8 @@ def create_app(
         title="onnxfn",
         version=__version__,
         description="Keras models served with onnxruntime: KServe V2 (Open Inference Protocol) and a predict API.",
+        docs_url=None,  # _pages.py serves /docs from the package, not from a CDN
+        redoc_url=None,
     )
     dataplane = DataPlane(repository, settings)
     hooks: list[Any] = []
@@ -98,6 +101,7 @@ def create_app(
             name=f"{route.op}:{route.path}",
         )
     install_openapi(app, OPEN_PATHS)
+    install_pages(app)
     return app
 
 
@@ -112,9 +116,9 @@ def _endpoint(route: Route, dataplane: DataPlane, settings: Settings) -> Any:
             timings=request.state.timings,
         )
         if route.method == "POST":
-            if route.op == "predict" and media_type(request.headers.get("content-type", "")).startswith(
-                "multipart/form-data"
-            ):
+            if route.op in ("predict", "explain") and media_type(
+                request.headers.get("content-type", "")
+            ).startswith("multipart/form-data"):
                 call.instances = await _multipart(request, settings.max_batch)
             else:
                 call.body = await request.body()

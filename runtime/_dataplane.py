@@ -26,6 +26,7 @@ from onnxfn._wire import HEADER
 from ._batcher import Batcher, Direct
 from ._bodies import decode_image_instances, media_type, parse_body, parse_top_k
 from ._errors import BadRequest, NotFound, UnsupportedMediaType
+from ._explain import ExplainSettings, check_options, explain_options, explain_payload
 from ._image import ImagePreprocessor
 from ._model import Model
 from ._repository import ModelRepository
@@ -75,6 +76,7 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, settings: Settings | None = None) -> None:
         self.repository = repository
         self.settings = settings or Settings()
+        self.explain_settings = ExplainSettings.from_env()
         self.metrics: Any = None  # runtime._metrics.Metrics when the app turned metrics on
         self.draining = False  # set on SIGTERM by `onnxfn serve`: readiness answers 503 from then on
         self._ops: dict[str, Callable[[Call], Reply]] = {
@@ -86,6 +88,7 @@ class DataPlane:
             "model_ready": self.model_ready,
             "infer": self.infer,
             "predict": self.predict,
+            "explain": self.explain,
             "metrics": self.metrics_page,
         }
         self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
@@ -170,6 +173,29 @@ class DataPlane:
             top_k = parse_top_k(call.query.get("top_k"), top_k)
             call.timings["decode"] = (time.perf_counter() - t0) * 1000
             payload = predict_payload(model, instances, top_k, call.timings, run=runner.run)
+        return json_reply(payload, model=model.name)
+
+    def explain(self, call: Call) -> Reply:
+        """Which pixels or words the answer rests on (``_explain.py``): the predict bodies, plus ``target``
+        and ``method`` in JSON or the query string."""
+        model = self._model(call, default_when_missing=True)
+        t0 = time.perf_counter()
+        target: str | int | None = call.query.get("target")
+        method: str | None = call.query.get("method")
+        if call.instances is not None:
+            instances = call.instances
+        else:
+            content_type = media_type(call.headers.get("content-type", ""))
+            if content_type.startswith("multipart/form-data"):
+                raise UnsupportedMediaType(
+                    "multipart bodies are read by the HTTP server only: send image bytes or JSON instances"
+                )
+            instances, _ = parse_body(content_type, call.body)
+            target, method = explain_options(content_type, call.body, call.query)
+        check_options(model, target, method, self.explain_settings)
+        check_batch(len(instances), self.settings.max_batch)
+        call.timings["decode"] = (time.perf_counter() - t0) * 1000
+        payload = explain_payload(model, instances, target, method, self.explain_settings, call.timings)
         return json_reply(payload, model=model.name)
 
     # -- helpers ----------------------------------------------------------------------------------

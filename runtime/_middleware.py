@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._auth import OPEN_PATHS, authorized, key_from_headers
+from ._auth import OPEN_PATHS, authorized, is_open, key_from_headers
 from ._errors import APIError, BadRequest, HeadersTooLarge, PayloadTooLarge, Unauthorized
 from ._routes import match
 from ._tracing import start_request
@@ -104,7 +104,7 @@ class RequestMiddleware:
                     f"request headers are {header_bytes:,} bytes, above the limit of {self.max_headers:,} "
                     "(ONNXFN_MAX_HEADER_BYTES): send fewer or shorter headers"
                 )
-            if self.hashes and path not in self.open_paths:
+            if self.hashes and not is_open(path, self.open_paths):
                 key = key_from_headers(headers)
                 if not authorized(key, self.hashes):
                     raise Unauthorized(

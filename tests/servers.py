@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,8 +45,9 @@ def onnxfn_serve(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """``onnxfn serve MODEL`` on a free port; yields (base URL, process); SIGTERM on exit.
 
-    Its output is a pipe (``proc.stdout``) unless ``log_file`` is given: a server under load writes a log
-    line per request, and an undrained pipe fills (64 KiB) and stalls it, so load tests log to a file."""
+    Its output goes to ``log_file`` if given, else it is drained by a thread as it comes (a server writes a
+    log line per request, and an unread pipe fills at 64 KiB and stalls it): ``proc.stdout.read()`` then
+    returns everything the server printed once it has exited."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -62,6 +64,8 @@ def onnxfn_serve(
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     out = open(log_file, "wb") if log_file is not None else subprocess.PIPE
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    if log_file is None:
+        proc.stdout = _Drained(proc.stdout)  # type: ignore[assignment]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
@@ -76,6 +80,28 @@ def onnxfn_serve(
                 proc.wait()
         if log_file is not None:
             out.close()
+
+
+class _Drained:
+    """A child's output pipe read to the end by a thread; ``read()`` waits for the end and returns it all."""
+
+    def __init__(self, pipe: object) -> None:
+        self._pipe = pipe
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        for chunk in iter(lambda: self._pipe.read1(65536), b""):  # type: ignore[attr-defined]
+            self._chunks.append(chunk)
+        self._pipe.close()  # type: ignore[attr-defined]
+
+    def read(self) -> bytes:
+        self._thread.join(30)
+        return b"".join(self._chunks)
+
+    def close(self) -> None:
+        """The drain thread closes the pipe at its end."""
 
 
 @contextlib.contextmanager

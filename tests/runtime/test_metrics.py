@@ -96,17 +96,24 @@ def test_two_workers_sum_into_one_exposition(digits_dir, digits_data, tmp_path):
     with onnxfn_serve(digits_dir, "--workers", "2", env=env, log_file=tmp_path / "log") as (url, proc):
         (metrics_dir,) = tmp_path.glob("onnxfn-metrics-*")  # serve's own multiprocess dir
         before = scrape(url)  # public: no key needed
-        traffic(url, x_test, good=30, bad=9, headers={"x-api-key": "k"})
-        pids = {p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
-        assert len(pids) == 2, "both workers should have answered some of 39 fresh connections"
+        # The kernel spreads fresh connections over the two workers, but not evenly on a busy machine:
+        # send rounds until both workers have answered some (bounded), and count what was sent.
+        rounds = 0
+        while rounds < 20:
+            traffic(url, x_test, good=10, bad=3, headers={"x-api-key": "k"})
+            rounds += 1
+            pids = {p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
+            if len(pids) == 2 and rounds >= 3:
+                break
+        assert len(pids) == 2, f"only one worker answered {rounds * 13} fresh connections"
         scrapes = [scrape(url) for _ in range(6)]
         for after in scrapes:
             ok = value(after, "onnxfn_requests_total", model="digits", route=PREDICT, status="200")
             bad = value(after, "onnxfn_requests_total", model="digits", route=PREDICT, status="400")
             ok0 = value(before, "onnxfn_requests_total", model="digits", route=PREDICT, status="200")
             bad0 = value(before, "onnxfn_requests_total", model="digits", route=PREDICT, status="400")
-            assert (ok - ok0, bad - bad0) == (30, 9)
-            assert value(after, "onnxfn_batch_size_count", model="digits") == 30
+            assert (ok - ok0, bad - bad0) == (10 * rounds, 3 * rounds)
+            assert value(after, "onnxfn_batch_size_count", model="digits") == 10 * rounds
             assert value(after, "onnxfn_models_loaded") == 1  # livemin over the two workers, not 2
     assert proc.returncode == 0
     assert not metrics_dir.exists()  # removed at exit
