@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.onnxfn-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lint bench docs bundle offline clean
+.PHONY: typecheck venv demo test test-fast lint bench docs bundle offline clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ test: venv  ## the whole suite, TensorFlow tests included
 
 test-fast: venv  ## everything but the TensorFlow-heavy tests
 	$(PY) -m pytest -m "not convert" $(PYTEST_ARGS)
+
+typecheck: venv  ## mypy, strict on the client, the runtime and the wire codec (also in make lint and CI)
+	$(PY) -m mypy client/
+	$(PY) -m mypy runtime/ onnxfn/_wire.py
 
 lint: venv  ## ruff (style + security rules), bandit, pip-audit of what the Lambda bundle ships
 	PY=$(PY) bash tools/lint.sh

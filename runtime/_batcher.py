@@ -182,7 +182,8 @@ class Batcher:
                 if rows >= self.max_rows or self._arriving == 0 or left <= 0:
                     break
                 self._cond.wait(left)
-            batch, rows, now = [], 0, time.monotonic()
+            batch: list[Any] = []
+            rows, now = 0, time.monotonic()
             for item in list(self._queue):
                 if item.key != first.key:
                     continue

@@ -55,7 +55,7 @@ def instrument(
         finally:
             cold = state["cold"]
             state["cold"] = False
-            record = seen.record or {}
+            record: dict[str, Any] = seen.record or {}
             _emit(
                 namespace,
                 latency_ms=(time.perf_counter() - start) * 1000.0,

@@ -350,6 +350,7 @@ def overlay_png(data: bytes | Any, heatmap: np.ndarray) -> bytes:
     """
     from PIL import Image, ImageOps
 
+    image: Image.Image
     if isinstance(data, (bytes, bytearray)):
         image = Image.open(io.BytesIO(bytes(data)), formats=IMAGE_FORMATS)
         if image.format == "JPEG":

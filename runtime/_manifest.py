@@ -146,7 +146,7 @@ def manifest_command(directory: str | Path, *, verify: bool = False, names: list
             raise FileNotFoundError(f"no {', '.join(f'{n}.onnx' for n in missing)} in {directory}")
     elif not any(directory.glob("*.onnx")):
         raise FileNotFoundError(f"no *.onnx files in {directory}")
-    before: dict[str, dict] = {}
+    before: dict[str, dict[str, Any]] = {}
     if (directory / MANIFEST).is_file():
         try:
             before = read_manifest(directory / MANIFEST)

@@ -51,7 +51,7 @@ class RequestMiddleware:
         # so hooks can be added after the app is built (the Lambda handler adds its EMF one).
         self.hooks = hooks if hooks is not None else []
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -75,7 +75,7 @@ class RequestMiddleware:
         if idem:
             extra.append((b"idempotency-key", idem.encode()))
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
                 timings["total"] = (time.perf_counter() - start) * 1000
@@ -121,9 +121,9 @@ class RequestMiddleware:
                     raise _too_large(int(length), self.max_body)
             received = 0
 
-            async def limited_receive() -> dict:
+            async def limited_receive() -> dict[str, Any]:
                 nonlocal received
-                message = await receive()
+                message: dict[str, Any] = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     info["bytes_in"] = received

@@ -395,6 +395,9 @@ def _image_spec_from_shape(shape: tuple[int | str | None, ...]) -> dict[str, Any
         dims = [*dims, 1]
     if len(dims) != 3:
         raise ValueError(f"cannot infer image preprocessing from input shape {list(shape)}")
+    height: Any
+    width: Any
+    channels: Any
     if dims[0] in (1, 3) and dims[2] not in (1, 3):
         channels, height, width, layout = dims[0], dims[1], dims[2], "NCHW"
     else:

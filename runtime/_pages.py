@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ._errors import NotFound
@@ -67,7 +67,7 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def install_pages(app: Any) -> None:
+def install_pages(app: FastAPI) -> None:
     """Add ``/``, ``/docs`` and ``/static/…`` to ``app`` (created with ``docs_url=None``)."""
 
     def page(name: str, csp: str) -> Response:

@@ -40,7 +40,7 @@ class Reloader:
         self.interval = interval
         self.source = repository.source or ""
         # name -> the signature that failed (not retried until it changes); startup refusals count too.
-        self._failed: dict[str, tuple] = {
+        self._failed: dict[str, tuple[Any, ...]] = {
             name: repository.signatures[name] for name in repository.errors if name in repository.signatures
         }
         self._etags: dict[str, str] = {}

@@ -55,7 +55,7 @@ class ModelRepository:
         self.root: Path | None = None
         self.load_options: dict[str, int] = {}
         self.skipped: dict[str, str] = {}
-        self.signatures: dict[str, tuple] = {}  # what each model's file and manifest entry looked like
+        self.signatures: dict[str, tuple[Any, ...]] = {}  # what each model's file and manifest entry looked like
 
     @classmethod
     def load(
@@ -95,7 +95,7 @@ class ModelRepository:
             raise FileNotFoundError(f"no models in {path}: expected *.onnx files or a {MANIFEST}")
         models: dict[str, Model] = {}
         errors: dict[str, str] = {}
-        signatures: dict[str, tuple] = {}
+        signatures: dict[str, tuple[Any, ...]] = {}
         for candidate in candidates:
             signatures[candidate.name] = candidate.signature  # before loading: a later change is seen
             try:
@@ -165,7 +165,7 @@ class Candidate:
     file: Path
 
     @property
-    def signature(self) -> tuple:
+    def signature(self) -> tuple[Any, ...]:
         try:
             st = self.file.stat()
             stat = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -173,7 +173,7 @@ class Candidate:
             stat = None
         return (json.dumps(self.entry, sort_keys=True, default=str), str(self.file), stat)
 
-    def load(self, options: dict[str, int]) -> Model:
+    def load(self, options: dict[str, Any]) -> Model:
         """Verify (manifest) and load; logs ``model_loaded``. ``ValueError``/``OSError`` when refused."""
         start = time.perf_counter()
         if self.entry is not None:
@@ -233,6 +233,6 @@ def discover(path: Path) -> tuple[list[Candidate], dict[str, str]]:
     return [Candidate(file.stem, path, None, file) for file in files], skipped
 
 
-def _load_verified(root: Path, name: str, entry: dict, kwargs: dict) -> Model:
+def _load_verified(root: Path, name: str, entry: dict[str, Any], kwargs: dict[str, Any]) -> Model:
     target, actual = verify_entry(root, name, entry)
     return Model(name, target, sha256=actual, **kwargs)

@@ -110,7 +110,10 @@ def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]
     otel = _recording_otel()
     if otel is None:
         return _NULL
-    return otel.get_tracer("onnxfn.runtime").start_as_current_span(name, attributes=attributes or None)
+    manager: contextlib.AbstractContextManager[Any] = otel.get_tracer("onnxfn.runtime").start_as_current_span(
+        name, attributes=attributes or None
+    )
+    return manager
 
 
 def _recording_otel() -> Any:

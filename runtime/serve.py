@@ -90,13 +90,13 @@ class _Lifecycle:
     def __getattr__(self, name: str) -> Any:  # app.state, app.routes, ... for whoever holds this
         return getattr(self.app, name)
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
 
-        async def lifespan_receive() -> dict:
-            message = await receive()
+        async def lifespan_receive() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
             if message["type"] == "lifespan.startup":
                 self.startup()
             elif message["type"] == "lifespan.shutdown":
@@ -218,12 +218,12 @@ def serve(
         if value is not None:
             os.environ[f"ONNXFN_{key.upper()}"] = str(value)
     config = Settings.from_env()  # contradictory settings fail here, once, not in every worker
-    common = {
+    common: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": log_level,
         "access_log": False,  # onnxfn logs one JSON line per request itself
-        "timeout_graceful_shutdown": config.shutdown_timeout,  # type: ignore[dict-item]
+        "timeout_graceful_shutdown": config.shutdown_timeout,
         "server_header": False,
     }
     signal.signal(signal.SIGTERM, _exit_zero)

@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 $PY -m ruff check .
 $PY -m ruff format --check .
-# mypy: strict on the client (pyproject [tool.mypy]).
+# mypy: strict on the client, the runtime and the wire codec (pyproject [tool.mypy]).
 $PY -m mypy client/
+$PY -m mypy runtime/ onnxfn/_wire.py
 # bandit: medium severity and up (the bundler's subprocess calls are low-severity by design).
 $PY -m bandit -q -ll -r runtime client converter onnxfn
 # pip-audit on the serve closure (what `onnxfn bundle` ships), pinned to the installed versions.

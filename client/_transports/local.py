@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 from . import Request, Response
 
 _EXTRA = "pip install 'onnxfn[serve]'"
 
 
-def _runtime() -> tuple:
+def _runtime() -> tuple[Any, ...]:
     """The runtime pieces, or an ImportError that says which extra to install."""
     try:
         import onnxruntime  # noqa: F401  (the first thing a partial install lacks)
