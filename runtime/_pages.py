@@ -15,7 +15,6 @@ import functools
 import importlib.util
 import re
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response

@@ -55,7 +55,8 @@ class ModelRepository:
         self.root: Path | None = None
         self.load_options: dict[str, int] = {}
         self.skipped: dict[str, str] = {}
-        self.signatures: dict[str, tuple[Any, ...]] = {}  # what each model's file and manifest entry looked like
+        # What each model's file and manifest entry looked like.
+        self.signatures: dict[str, tuple[Any, ...]] = {}
 
     @classmethod
     def load(
