@@ -25,6 +25,9 @@ MODULES = {
     "runtime": "bench_runtime",
     "client": "bench_client",
     "bundle": "bench_bundle",
+    "batching": "bench_batching",
+    "bentoml": "bench_bentoml",
+    "explain": "bench_explain",
 }
 
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/models.py, tests/servers.py, tests/events
-
 from models import digits_logreg, digits_split
 
 

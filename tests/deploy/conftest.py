@@ -8,20 +8,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from deploy_helpers import API_KEY, sha256_hex
+from models import digits_logreg, topics_bow
+from servers import free_port, onnxfn_serve
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))  # lambda_probe
-
-from deploy_helpers import API_KEY, sha256_hex  # noqa: E402
-from models import digits_logreg, topics_bow  # noqa: E402
-from servers import free_port, onnxfn_serve  # noqa: E402
 
 
 @pytest.fixture(scope="session")
