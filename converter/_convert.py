@@ -16,6 +16,7 @@ from onnxfn.runtime._metadata import ModelMetadata
 
 from ._errors import ConversionError
 from ._load import Source, load
+from ._ops import custom_op_handlers, traceable_keras
 
 log = logging.getLogger("onnxfn.converter")
 DEFAULT_ATOL = 1e-4
@@ -180,14 +181,53 @@ def _to_onnx(source: Source, opset: int) -> Any:
     level = tf2onnx_log.level
     tf2onnx_log.setLevel(logging.ERROR)
     try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+        with traceable_keras():
+            proto, _ = tf2onnx.convert.from_function(
+                function, input_signature=signature, opset=opset, custom_op_handlers=custom_op_handlers()
+            )
     except Exception as exc:
         raise ConversionError(_explain(exc, source)) from None
     finally:
         tf2onnx_log.setLevel(level)
+    _freeze_captures(proto, function.get_concrete_function(*signature), [s.name for s in signature])
     _check_ops(proto, source, opset)
     _tidy_names(proto)
     return proto
+
+
+def _freeze_captures(proto: Any, concrete: Any, input_names: list[str]) -> None:
+    """Constants the traced function captured from eager code become initializers, not graph inputs.
+
+    tf2onnx freezes captured *variables*, but a captured eager *tensor* (e.g. the mean and variance a
+    ``Normalization`` layer computes once, as in EfficientNet's built-in preprocessing) is left as an
+    extra graph input nobody feeds: onnxruntime then cannot run the model.
+    """
+    from onnx import numpy_helper
+
+    extra = [v for v in proto.graph.input if v.name.split(":")[0] not in input_names]
+    if not extra:
+        return
+    used = {name for node in _all_nodes(proto.graph) for name in node.input}
+    for value in [v for v in extra if v.name not in used]:  # folded away by TF's grappler
+        proto.graph.input.remove(value)
+    extra = [v for v in extra if v.name in used]
+    values = {}
+    for external, internal in concrete.graph.captures:
+        if getattr(external, "dtype", None) is not None and external.dtype.name != "resource":
+            try:
+                values[internal.name] = external.numpy()
+            except Exception:  # noqa: S112 - symbolic capture: leave it, reported below
+                continue
+    for value in extra:
+        array = values.get(value.name)
+        if array is None:
+            raise ConversionError(
+                f"the converted model has an input {value.name!r} that is not one of the model's inputs "
+                "(a tensor captured from outside the model that is not a constant): make it a layer "
+                "weight or a constant; nothing was written"
+            )
+        proto.graph.initializer.append(numpy_helper.from_array(array, value.name))
+        proto.graph.input.remove(value)
 
 
 def _check_ops(proto: Any, source: Source, opset: int) -> None:

@@ -1,0 +1,89 @@
+"""The ``keras.applications`` catalogue as installed, each at the smallest input its constructor allows.
+
+Shared by ``tests/converter/test_catalogue.py`` and ``benchmarks/bench_catalogue.py``. Always
+``weights=None`` (nothing can be downloaded). Minimum sizes are the constructors' own ``min_size``
+(``keras.applications.imagenet_utils.obtain_input_shape``): 71 for Xception, 75 for InceptionV3 and
+InceptionResNetV2, 32 for the rest (MobileNetV3 does not check; 32 is its practical minimum).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MIN_SIZE = {"Xception": 71, "InceptionV3": 75, "InceptionResNetV2": 75}
+DEFAULT_MIN = 32
+
+
+def names() -> list[str]:
+    """Every model constructor ``keras.applications`` exports (40 with Keras 3.15), sorted."""
+    import keras
+
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+
+
+def min_size(name: str) -> int:
+    return MIN_SIZE.get(name, DEFAULT_MIN)
+
+
+def build(name: str, size: int | None = None, classes: int = 1000) -> Any:
+    """``keras.applications.<name>`` with random weights at ``size``×``size`` (default: its minimum)."""
+    import keras
+
+    size = size or min_size(name)
+    keras.utils.set_random_seed(0)
+    return getattr(keras.applications, name)(
+        weights=None,
+        input_shape=(size, size, 3),
+        classes=classes,
+        include_top=True,
+        classifier_activation=None,
+    )
+
+
+def real_images(size: int, n: int = 8) -> np.ndarray:
+    """``n`` real photographs (crops of scikit-learn's two sample images), ``size``×``size`` RGB floats 0–255."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # two 427×640 RGB photos that ship with scikit-learn
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(160, 400))
+        top, left = int(rng.integers(0, photo.shape[0] - side)), int(rng.integers(0, photo.shape[1] - side))
+        crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size))
+        out.append(np.asarray(crop, dtype=np.float32))
+    return np.stack(out)
+
+
+def realistic_batchnorm(model: Any, batch: np.ndarray) -> int:
+    """Set every BatchNormalization's moving statistics from one real batch; returns how many BN layers.
+
+    With random weights and the default statistics (mean 0, variance 1), activations shrink layer after
+    layer to denormal floats, which makes CPUs (and onnxruntime) several times slower than a trained
+    model would be: such latency says nothing. One training-mode pass with momentum 0 makes every
+    layer's moving statistics those of this batch, as a trained model's would roughly be.
+    """
+    import keras
+
+    bns = [layer for layer in _walk(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        model(batch, training=True)
+    finally:
+        for bn, momentum in zip(bns, saved, strict=True):
+            bn.momentum = momentum
+    return len(bns)
+
+
+def _walk(model: Any) -> list[Any]:
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(_walk(layer))
+    return out
