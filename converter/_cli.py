@@ -86,3 +86,52 @@ def run(args: argparse.Namespace) -> int:
     report = quantize(args.model, args.output, reference=args.reference, **quantize_kwargs(args))
     print(report.to_json() if args.json else report.table())
     return 0
+
+
+PREPROCESS_KEYS = (
+    "size", "layout", "color", "scale", "mean", "std", "flatten", "resize", "crop_ratio", "pad_value",
+    "vocab", "max_len", "lowercase", "strip_punctuation", "output_mode", "ngrams", "idf",
+)  # fmt: skip
+PREPROCESS_PRESETS = ("caffe", "tf", "torch", "none")
+
+
+def parse_preprocess(text: str | None) -> dict | str | None:
+    """``--preprocess``: a JSON object with known keys, or a preset name (bare or as a JSON string).
+
+    Raises :class:`ConversionError` naming the flag: bad JSON, a value that is not an object, an unknown
+    key (with the closest known one) or an unknown preset.
+    """
+    import difflib
+    import json
+
+    from ._errors import ConversionError
+
+    if text is None:
+        return None
+    stripped = text.strip()
+    if stripped in PREPROCESS_PRESETS:
+        return stripped
+    presets = ", ".join(PREPROCESS_PRESETS)
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise ConversionError(
+            f"--preprocess is not valid JSON ({exc.msg} at character {exc.pos}): pass an object such as "
+            f'\'{{"scale": 0.00392, "size": [224, 224]}}\' or a preset name ({presets})'
+        ) from None
+    if isinstance(value, str):
+        if value not in PREPROCESS_PRESETS:
+            raise ConversionError(f"--preprocess preset {value!r} is unknown: use one of {presets}")
+        return value
+    if not isinstance(value, dict):
+        raise ConversionError(
+            f"--preprocess must be a JSON object or a preset name ({presets}), got {type(value).__name__}"
+        )
+    for key in value:
+        if key not in PREPROCESS_KEYS:
+            close = difflib.get_close_matches(str(key), PREPROCESS_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConversionError(
+                f"--preprocess has an unknown key {key!r}{hint}: known keys are {', '.join(PREPROCESS_KEYS)}"
+            )
+    return value

@@ -241,14 +241,22 @@ def _check_ops(proto: Any, source: Source, opset: int) -> None:
             unknown.append(node)
     if not unknown:
         return
-    node = unknown[0]
-    ops = sorted({n.op_type for n in unknown})
-    layer = _layer_of(node.name, source.layers)
-    where = f"layer {layer[0]!r} ({layer[1]})" if layer else f"node {node.name!r}"
+    found: dict[str, list[str]] = {}  # op -> where (Keras layers, else node names)
+    for node in unknown:
+        layer = _layer_of(node.name, source.layers)
+        where = f"layer {layer[0]!r} ({layer[1]})" if layer else f"node {node.name!r}"
+        if where not in found.setdefault(node.op_type, []):
+            found[node.op_type].append(where)
+    parts = []
+    for op, wheres in sorted(found.items()):
+        more = f" and {len(wheres) - 2} more" if len(wheres) > 2 else ""
+        parts.append(
+            f"{' and '.join(wheres[:2])}{more} use{'s' if len(wheres) == 1 else ''} TensorFlow op {op}"
+        )
     raise ConversionError(
-        f"{where} uses TensorFlow op{'s' if len(ops) > 1 else ''} {', '.join(ops)} that tf2onnx cannot "
-        f"convert to ONNX (opset {opset}): replace that layer with supported ops, or compute it outside "
-        "the model (before or after inference); nothing was written"
+        f"{'; '.join(parts)}, which neither tf2onnx nor onnxfn can convert to ONNX (opset {opset}): "
+        "replace that layer with standard Keras layers or ops that have an ONNX equivalent, or compute it "
+        "outside the model (before or after inference); nothing was written"
     )
 
 
@@ -284,7 +292,8 @@ def _explain(exc: Exception, source: Source) -> str:
         if name and name in text:
             return f"layer {name!r} ({kind}) cannot be converted to ONNX: {text.splitlines()[0][:300]}"
     return (
-        f"tf2onnx could not convert the model: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+        f"tf2onnx could not convert the model: {text.splitlines()[0][:300] if text else type(exc).__name__}; "
+        "try another --opset, or replace the custom layers with standard Keras layers"
     )
 
 
@@ -420,6 +429,12 @@ def _parity(source: Source, path: Path, samples: list[np.ndarray]) -> tuple[floa
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
+    if len(names) != len(source.inputs):
+        raise ConversionError(
+            f"the converted model takes {len(names)} inputs ({', '.join(names)}) but the Keras model "
+            f"{len(source.inputs)}: a tensor the model uses is neither an input nor a constant; "
+            "report the model's layers; nothing was written"
+        )
     expected = source.predict(samples)
     got = session.run(None, dict(zip(names, samples, strict=True)))[0]
     if got.shape != expected.shape:

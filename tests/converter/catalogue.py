@@ -20,7 +20,9 @@ def names() -> list[str]:
     """Every model constructor ``keras.applications`` exports (40 with Keras 3.15), sorted."""
     import keras
 
-    return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+    return sorted(
+        n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n))
+    )
 
 
 def min_size(name: str) -> int:
