@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.onnxfn-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lint bench bundle offline clean
+.PHONY: venv demo test test-fast test-models lint bench bundle offline clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ test: venv  ## the whole suite, TensorFlow tests included
 
 test-fast: venv  ## everything but the TensorFlow-heavy tests
 	$(PY) -m pytest -m "not convert" $(PYTEST_ARGS)
+
+test-models: venv  ## every keras.applications architecture: convert, parity, quantize (long, CPU-heavy)
+	$(PY) -m pytest -m models tests/converter/test_catalogue.py $(PYTEST_ARGS)
 
 lint: venv  ## ruff (style + security rules), bandit, pip-audit of what the Lambda bundle ships
 	PY=$(PY) bash tools/lint.sh

@@ -14,6 +14,34 @@ import numpy as np
 
 MIN_SIZE = {"Xception": 71, "InceptionV3": 75, "InceptionResNetV2": 75}
 DEFAULT_MIN = 32
+# How each family expects pixels (``keras.applications.<family>.preprocess_input``): "raw" families
+# have Rescaling/Normalization layers inside the model (include_preprocessing) and take 0-255.
+PIXELS = {
+    "caffe": ("VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152"),
+    "torch": ("DenseNet121", "DenseNet169", "DenseNet201"),
+    "raw": ("ConvNeXt", "EfficientNet", "MobileNetV3"),
+}
+FAST = ("MobileNetV3Small", "EfficientNetB0", "ResNet50")
+"""The subset ``make test`` runs: one per failure class seen (built-in preprocessing and hard-swish,
+captured Normalization constants, a plain deep BN-ResNet at its 32×32 minimum)."""
+
+
+def pixels(name: str) -> str:
+    """``caffe``, ``torch``, ``tf`` or ``raw``: the pixel convention of ``name``'s family."""
+    for mode, prefixes in PIXELS.items():
+        if any(name.startswith(p) for p in prefixes):
+            return mode
+    return "tf"
+
+
+def inputs_for(name: str, images: np.ndarray) -> np.ndarray:
+    """Real 0-255 RGB ``images`` as ``name`` takes them (``imagenet_utils.preprocess_input`` mode)."""
+    mode = pixels(name)
+    if mode == "raw":
+        return images.astype("float32")
+    from keras.applications import imagenet_utils
+
+    return np.asarray(imagenet_utils.preprocess_input(images.copy(), mode=mode), dtype="float32")
 
 
 def names() -> list[str]:
@@ -44,13 +72,13 @@ def build(name: str, size: int | None = None, classes: int = 1000) -> Any:
     )
 
 
-def real_images(size: int, n: int = 8) -> np.ndarray:
+def real_images(size: int, n: int = 8, seed: int = 0) -> np.ndarray:
     """``n`` real photographs (crops of scikit-learn's two sample images), ``size``×``size`` RGB floats 0–255."""
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
     photos = load_sample_images().images  # two 427×640 RGB photos that ship with scikit-learn
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         photo = photos[i % len(photos)]

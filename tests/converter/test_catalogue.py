@@ -1,0 +1,69 @@
+"""The ``keras.applications`` catalogue: every architecture converts, passes parity, and quantizes.
+
+Random weights (``weights=None``: nothing can be downloaded) at the smallest input each constructor
+allows. BatchNormalization statistics are set from one batch of real photographs first, so activations
+have realistic magnitudes (with the default statistics they decay towards zero and any parity check
+passes trivially). ``make test`` runs the ``FAST`` subset (marked ``convert``); ``make test-models``
+runs the whole catalogue (marked ``models``, deselected unless ``-m`` names it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from catalogue import FAST, build, inputs_for, min_size, names, real_images, realistic_batchnorm
+from onnxfn.converter import convert, quantize
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # fp16: tiny weights truncated to 1e-7
+
+ALL = names()
+# Random weights make these nets chaotic: EfficientNetB0's logits (up to ~2500) move by 1.25 between
+# Keras' own batch-16 and batch-1 runs. Parity is judged relative to the outputs' scale, 2e-3 of it
+# (trained models meet the converter's default 5e-4 with room to spare).
+RTOL = 2e-3
+PARAMS = [
+    pytest.param(
+        name, marks=[pytest.mark.convert] if name in FAST else [pytest.mark.convert, pytest.mark.models]
+    )
+    for name in ALL
+]
+
+
+def test_catalogue_is_the_installed_one():
+    import keras
+
+    assert set(FAST) <= set(ALL)
+    assert len(ALL) >= 38, f"keras {keras.__version__} exports {ALL}"
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_application_converts_and_quantizes(name, tmp_path):
+    size = min_size(name)
+    model = build(name, size, classes=10)
+    images = real_images(size, 48, seed=0)
+    realistic_batchnorm(model, inputs_for(name, images[:16]))
+    sample = inputs_for(name, real_images(size, 8, seed=1))
+    calibration, held_out = inputs_for(name, images[16:]), inputs_for(name, real_images(size, 16, seed=2))
+
+    fp32 = tmp_path / f"{name}.onnx"
+    report = convert(model, fp32, task="tensor", sample=sample, rtol=RTOL)
+    expected = np.asarray(model(held_out, training=False))
+    assert np.std(expected) > 1e-3, "outputs do not vary: parity would prove nothing"
+    scale = float(np.abs(expected).max())
+    assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-4 + RTOL * report.max_abs_output
+    session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": held_out})[0]
+    assert np.max(np.abs(got - expected)) <= 1e-4 + RTOL * scale, "held-out parity"
+
+    auto = quantize(
+        fp32, tmp_path / f"{name}-auto.onnx", mode="auto", calibration=calibration, eval_data=held_out, runs=2
+    )
+    variants = {v.name: v for v in auto.variants}
+    for mode in ("static", "dynamic", "fp16"):
+        assert variants[mode].status != "failed", f"{mode}: {variants[mode].reason}"
+        assert variants[mode].size_bytes < variants["fp32"].size_bytes
+    assert variants["static"].quantized_ops, "static int8 quantized nothing"
+    assert auto.chosen in variants and variants[auto.chosen].status == "chosen"
+    # fp16 keeps the model: same top class on (nearly) every held-out image.
+    assert variants["fp16"].agreement is not None and variants["fp16"].agreement >= 0.9
