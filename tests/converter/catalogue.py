@@ -26,6 +26,13 @@ FAST = ("MobileNetV3Small", "EfficientNetB0", "ResNet50")
 captured Normalization constants, a plain deep BN-ResNet at its 32×32 minimum)."""
 
 
+HEAVY = (
+    "ConvNeXtBase", "EfficientNetB6", "EfficientNetV2M", "EfficientNetB7", "NASNetLarge",
+    "EfficientNetV2L", "ConvNeXtLarge", "ConvNeXtXLarge",
+)  # fmt: skip
+"""The largest (most parameters, slowest to convert and quantize), lightest first: benchmarks run them last."""
+
+
 def pixels(name: str) -> str:
     """``caffe``, ``torch``, ``tf`` or ``raw``: the pixel convention of ``name``'s family."""
     for mode, prefixes in PIXELS.items():
