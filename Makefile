@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
+	@# Keras 2 (legacy .h5 files and models): must match TensorFlow's minor version, and --no-deps because it
+	@# requires the `tensorflow` distribution, which would duplicate `tensorflow-cpu`.
+	$(PY) -m pip install -q --no-deps "tf_keras==$$($(PY) -c 'import tensorflow as tf; print(tf.__version__.rsplit(".", 1)[0])' 2>/dev/null).*"
 	@touch $(STAMP)
 
 demo: venv  ## train on sklearn digits, convert, quantize, serve, call with the client
