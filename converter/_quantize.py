@@ -254,6 +254,7 @@ def _pre_process(source: Path, target: Path, warnings: list[str]) -> Path:
             return target
         except Exception as exc:
             error = exc
+            _remove_shape_inference_dump()
     warnings.append(f"pre-processing failed ({_first_line(error)}); quantizing the model as converted")
     return source
 
@@ -573,3 +574,21 @@ def _note_float_recurrent(name: str, path: Path, settings: dict[str, Any], warni
             "in float: onnxruntime does not quantize inside recurrent loops, so only the layers around "
             "them are int8"
         )
+
+
+def _remove_shape_inference_dump() -> None:
+    """onnxruntime's symbolic shape inference, when it fails (e.g. on Keras GRU/LSTM ``Loop`` graphs), dumps
+    ``sym_shape_infer_temp.onnx`` and uuid-named external-data files into the *current directory*: remove them."""
+    import onnx
+
+    dump = Path("sym_shape_infer_temp.onnx")
+    if not dump.is_file() or time.time() - dump.stat().st_mtime > 600:
+        return
+    try:
+        model = onnx.load(str(dump), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location" and "/" not in entry.value and "\\" not in entry.value:
+                    Path(entry.value).unlink(missing_ok=True)
+    finally:
+        dump.unlink(missing_ok=True)
