@@ -47,9 +47,9 @@ def measure(name: str, runs: int, classes: int = 1000) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, "input": f"{size}×{size}", "pixels": pixels(name)}
     model = build(name, size, classes=classes)
     row["params_m"] = round(model.count_params() / 1e6, 2)
-    images = real_images(size, 96, seed=0)
+    images = real_images(size, 48, seed=0)
     row["bn_layers"] = realistic_batchnorm(model, inputs_for(name, images[:16]))
-    calibration = inputs_for(name, images[16:80])
+    calibration = inputs_for(name, images[16:48])
     held_out = inputs_for(name, real_images(size, 32, seed=2))
     with tempfile.TemporaryDirectory(prefix="onnxfn-catalogue-") as tmp:
         fp32 = Path(tmp) / f"{name}.onnx"
@@ -118,19 +118,21 @@ def render(rows: list[dict[str, Any]], runs: int) -> str:
     import numpy as np
     import onnxruntime
     import tensorflow as tf
+    from catalogue import names
 
     ok = [r for r in rows if "error" not in r]
     quantized = [r for r in ok if r.get("ok")]
     lines = [
         "# keras.applications through onnxfn",
         "",
-        f"{len(rows)} architectures from Keras {keras.__version__} (TensorFlow {tf.__version__}, "
+        f"{len(rows)} of {len(names())} architectures from Keras {keras.__version__} (TensorFlow {tf.__version__}, "
         f"onnxruntime {onnxruntime.__version__}): **{len(ok)} converted and passed parity, "
         f"{len(quantized)} quantized** (static int8, dynamic int8 and fp16 all built and run).",
         "",
         "How: `python benchmarks/bench_catalogue.py` (each model: `convert`, then `quantize(mode='auto')` "
-        f"with 64 calibration and 32 held-out images, medians of {runs} runs, **one onnxruntime thread**, "
-        f"{os.cpu_count()} shared CPU cores). Random weights (`weights=None`), the smallest input each "
+        f"with 32 calibration and 32 held-out images, medians of {runs} runs, **one onnxruntime thread**, "
+        f"{os.cpu_count()} CPU cores shared with other jobs, load average {os.getloadavg()[0]:.0f} when written: "
+        "latencies are noisy, ratios are more telling). Random weights (`weights=None`), the smallest input each "
         "constructor allows, 1000 classes, logits out. **BatchNormalization moving statistics set from "
         "one batch of real photographs** (scikit-learn's sample images): with the default statistics "
         "activations decay to denormals and every latency here would be several times too slow. "
@@ -160,6 +162,13 @@ def render(rows: list[dict[str, Any]], runs: int) -> str:
             f"{cell(f['ms_b32'], '{:.1f}')} | {cell(s.get('ms_b32'), '{:.1f}')} | "
             f"{'–' if agreement is None else f'{agreement * 100:.0f}%'} | {r['auto']} |"
         )
+    missing = sorted(set(names()) - {r["model"] for r in rows})
+    if missing:
+        lines += [
+            "",
+            f"Not measured in this run ({len(missing)}, the largest: out of time on the shared "
+            f"machine; `--models` runs them): {', '.join(missing)}.",
+        ]
     if ok:
         speed = [r["fp32"]["ms_b32"] / r["static"]["ms_b32"] for r in ok if r["static"].get("ms_b32")]
         size = [r["fp32"]["size_mb"] / r["static"]["size_mb"] for r in ok if r["static"].get("size_mb")]
@@ -187,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         Path(args.row).write_text(json.dumps(measure(args.one, runs)))
         return 0
-    from catalogue import FAST, HEAVY, names
+    from catalogue import FAST, by_size, names
 
-    everything = sorted(names(), key=lambda n: HEAVY.index(n) + 1 if n in HEAVY else 0)
+    everything = by_size(names())
     wanted = list(FAST) if args.quick else everything
     if args.models:
         patterns = [m.strip() for m in args.models.split(",") if m.strip()]

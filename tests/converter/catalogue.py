@@ -26,11 +26,24 @@ FAST = ("MobileNetV3Small", "EfficientNetB0", "ResNet50")
 captured Normalization constants, a plain deep BN-ResNet at its 32×32 minimum)."""
 
 
-HEAVY = (
-    "ConvNeXtBase", "EfficientNetB6", "EfficientNetV2M", "EfficientNetB7", "NASNetLarge",
-    "EfficientNetV2L", "ConvNeXtLarge", "ConvNeXtXLarge",
-)  # fmt: skip
-"""The largest (most parameters, slowest to convert and quantize), lightest first: benchmarks run them last."""
+PARAMS_M = {
+    "MobileNetV3Small": 2.5, "MobileNetV2": 3.5, "MobileNet": 4.3, "EfficientNetB0": 5.3,
+    "NASNetMobile": 5.3, "MobileNetV3Large": 5.5, "EfficientNetV2B0": 7.2, "EfficientNetB1": 7.9,
+    "DenseNet121": 8.1, "EfficientNetV2B1": 8.2, "EfficientNetB2": 9.2, "EfficientNetV2B2": 10.2,
+    "EfficientNetB3": 12.3, "DenseNet169": 14.3, "EfficientNetV2B3": 14.5, "EfficientNetB4": 19.5,
+    "DenseNet201": 20.2, "EfficientNetV2S": 21.6, "Xception": 22.9, "InceptionV3": 23.9,
+    "ResNet50": 25.6, "ResNet50V2": 25.6, "ConvNeXtTiny": 28.6, "EfficientNetB5": 30.6,
+    "VGG16": 34.0, "VGG19": 39.3, "EfficientNetB6": 43.3, "ResNet101": 44.7, "ResNet101V2": 44.7,
+    "ConvNeXtSmall": 50.2, "EfficientNetV2M": 54.4, "InceptionResNetV2": 55.9, "ResNet152": 60.4,
+    "ResNet152V2": 60.4, "EfficientNetB7": 66.7, "ConvNeXtBase": 88.6, "NASNetLarge": 88.9,
+    "EfficientNetV2L": 119.0, "ConvNeXtLarge": 197.8, "ConvNeXtXLarge": 350.1,
+}  # fmt: skip
+"""Approximate parameter counts (millions, ImageNet heads): benchmarks run the smallest first."""
+
+
+def by_size(models: list[str]) -> list[str]:
+    """``models`` smallest first (unknown ones last, alphabetically)."""
+    return sorted(models, key=lambda n: (PARAMS_M.get(n, float("inf")), n))
 
 
 def pixels(name: str) -> str:
