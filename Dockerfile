@@ -18,7 +18,7 @@ RUN pip install --no-cache-dir --target "${LAMBDA_TASK_ROOT}" \
     && rm -rf "${LAMBDA_TASK_ROOT}/bin"
 
 # The runtime package only (the repo maps runtime/ to onnxfn.runtime), never the CLI, converter or client.
-COPY onnxfn/__init__.py ${LAMBDA_TASK_ROOT}/onnxfn/__init__.py
+COPY onnxfn/__init__.py onnxfn/_wire.py ${LAMBDA_TASK_ROOT}/onnxfn/
 COPY runtime/ ${LAMBDA_TASK_ROOT}/onnxfn/runtime/
 COPY ${MODEL_DIR}/ ${LAMBDA_TASK_ROOT}/models/
 

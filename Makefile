@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.onnxfn-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast test-models lint bench bundle offline clean
+.PHONY: venv demo test test-fast test-models lint bench docs bundle offline clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,9 @@ lint: venv  ## ruff (style + security rules), bandit, pip-audit of what the Lamb
 bench: venv  ## writes benchmarks/RESULTS.md
 	$(PY) benchmarks/run.py
 
+docs: venv  ## the documentation site into site/ (mkdocs.yml; preview: .venv/bin/mkdocs serve)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 # AWS Lambda (docs/deploy.md). MODELS: a model directory (*.onnx + manifest.json), e.g. from `make demo`.
 MODELS        ?= artifacts/demo/models
 LAMBDA_ARCH   ?= arm64
@@ -55,4 +58,4 @@ offline: venv  ## serverless-offline on 127.0.0.1:$(OFFLINE_PORT), serving a bun
 	$(PY) -m onnxfn._bundle offline "$(OFFLINE_MODELS)" --workdir dist/offline --http-port $(OFFLINE_PORT)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache artifacts
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .ruff_cache artifacts

@@ -17,8 +17,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ._auth import APIKeyAuth, resolve_auth
-from ._encode import INFER_HEADER, Encoded, batch_body, batch_overhead, decode_infer_response, encode
-from ._encode import encode_infer_request as _encode_infer
+from ._encode import Encoded, batch_body, batch_overhead, encode
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -34,6 +33,9 @@ from ._exceptions import (
 from ._retry import Deadline, RetryPolicy, parse_retry_after
 from ._transports import Request, Response, Transport
 from ._types import BatchResult, Prediction
+from ._v2 import HEADER as INFER_HEADER
+from ._v2 import decode_infer_response
+from ._v2 import encode_infer_request as _encode_infer
 
 log = logging.getLogger("onnxfn.client")
 

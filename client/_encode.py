@@ -20,7 +20,7 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,11 @@ import numpy as np
 __all__ = [
     "Encoded",
     "batch_body",
-    "decode_infer_response",
     "encode",
-    "encode_infer_request",
     "png_bytes",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
 @dataclass(frozen=True)
@@ -227,144 +224,3 @@ def write_png(pixels: np.ndarray) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1))
         + chunk(b"IEND", b"")
     )
-
-
-def looks_like_image(data: bytes) -> bool:
-    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-
-
-# -- KServe V2 / Open Inference Protocol ------------------------------------------------------------
-
-V2_DATATYPES = {
-    np.dtype(np.bool_): "BOOL",
-    np.dtype(np.uint8): "UINT8",
-    np.dtype(np.uint16): "UINT16",
-    np.dtype(np.uint32): "UINT32",
-    np.dtype(np.uint64): "UINT64",
-    np.dtype(np.int8): "INT8",
-    np.dtype(np.int16): "INT16",
-    np.dtype(np.int32): "INT32",
-    np.dtype(np.int64): "INT64",
-    np.dtype(np.float16): "FP16",
-    np.dtype(np.float32): "FP32",
-    np.dtype(np.float64): "FP64",
-}
-NUMPY_DTYPES = {name: dtype for dtype, name in V2_DATATYPES.items()}
-INFER_HEADER = "inference-header-content-length"
-
-
-def v2_datatype(array: np.ndarray) -> str:
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return V2_DATATYPES[array.dtype]
-    except KeyError:
-        raise TypeError(f"no KServe V2 datatype for numpy dtype {array.dtype}") from None
-
-
-def _pack_bytes(array: np.ndarray) -> bytes:
-    parts = []
-    for value in array.reshape(-1):
-        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        parts.append(struct.pack("<I", len(data)) + data)
-    return b"".join(parts)
-
-
-def encode_infer_request(
-    inputs: Mapping[str, Any],
-    outputs: Iterable[str] | None = None,
-    *,
-    binary: bool = True,
-    request_id: str | None = None,
-) -> tuple[bytes, int | None]:
-    """Body and ``Inference-Header-Content-Length`` of a V2 infer request (Triton-compatible).
-
-    With ``binary`` (the default) tensors travel as raw little-endian bytes after the JSON header and
-    outputs are asked for in binary too; else everything is JSON (header length None).
-    """
-    entries: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    for name, value in inputs.items():
-        array = value if isinstance(value, np.ndarray) else np.asarray(value)
-        datatype = v2_datatype(array)
-        entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
-        if binary:
-            if datatype == "BYTES":
-                raw = _pack_bytes(array)
-            else:
-                raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        else:
-            if datatype == "BYTES":
-                entry["data"] = [
-                    v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)
-                ]
-            else:
-                if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-                    raise ValueError(f"input {name!r} contains NaN or infinity: send finite numbers")
-                entry["data"] = array.reshape(-1).tolist()
-        entries.append(entry)
-    header: dict[str, Any] = {}
-    if request_id:
-        header["id"] = request_id
-    header["inputs"] = entries
-    if outputs is not None:
-        header["outputs"] = [{"name": o, "parameters": {"binary_data": binary}} for o in outputs]
-    elif binary:
-        header["parameters"] = {"binary_data_output": True}
-    head = json.dumps(header, separators=(",", ":")).encode()
-    if not binary:
-        return head, None
-    return head + b"".join(chunks), len(head)
-
-
-def decode_infer_response(
-    body: bytes, header_length: int | None
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The JSON header and the output tensors (by name) of a V2 infer answer, JSON or binary."""
-    if header_length is None:
-        header_bytes, binary = body, memoryview(b"")
-    else:
-        if not 0 < header_length <= len(body):
-            raise ValueError(f"Inference-Header-Content-Length {header_length} is outside the body")
-        header_bytes, binary = body[:header_length], memoryview(body)[header_length:]
-    header = json.loads(header_bytes)
-    if not isinstance(header, dict) or not isinstance(header.get("outputs"), list):
-        raise ValueError("infer answer has no 'outputs' list")
-    offset = 0
-    outputs: dict[str, np.ndarray] = {}
-    for item in header["outputs"]:
-        name, shape, datatype = item["name"], [int(d) for d in item["shape"]], item["datatype"]
-        params = item.get("parameters") or {}
-        size = params.get("binary_data_size")
-        if size is not None:
-            raw = binary[offset : offset + int(size)]
-            if len(raw) != int(size):
-                raise ValueError(f"output {name!r}: binary section is shorter than its binary_data_size")
-            offset += int(size)
-            if datatype == "BYTES":
-                array = _unpack_bytes(bytes(raw))
-            else:
-                dtype = np.dtype(NUMPY_DTYPES[datatype]).newbyteorder("<")
-                array = np.frombuffer(raw, dtype=dtype).astype(NUMPY_DTYPES[datatype])
-        else:
-            data = item.get("data", [])
-            if datatype == "BYTES":
-                array = np.array(
-                    [v.encode() if isinstance(v, str) else v for v in np.ravel(data)], dtype=np.object_
-                )
-            else:
-                array = np.asarray(data, dtype=NUMPY_DTYPES[datatype])
-        outputs[name] = array.reshape(shape)
-    return header, outputs
-
-
-def _unpack_bytes(data: bytes) -> np.ndarray:
-    items, pos = [], 0
-    while pos < len(data):
-        (length,) = struct.unpack_from("<I", data, pos)
-        pos += 4
-        items.append(data[pos : pos + length])
-        pos += length
-    return np.array(items, dtype=np.object_)

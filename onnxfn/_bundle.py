@@ -528,7 +528,8 @@ def _check_forbidden(root: Path) -> None:
 
 
 def _stage_onnxfn(root: Path) -> None:
-    """``onnxfn/__init__.py`` and ``onnxfn/runtime/**`` from here (never the CLI, converter, client)."""
+    """``onnxfn/__init__.py``, ``onnxfn/_wire.py`` (the V2 codec the runtime imports) and
+    ``onnxfn/runtime/**`` from here (never the CLI, converter, client)."""
     import importlib.util
 
     spec = importlib.util.find_spec("onnxfn.runtime")
@@ -541,6 +542,7 @@ def _stage_onnxfn(root: Path) -> None:
     (package / "runtime").mkdir(parents=True)
     init = Path(importlib.util.find_spec("onnxfn").origin)  # type: ignore[arg-type]
     shutil.copyfile(init, package / "__init__.py")
+    shutil.copyfile(init.parent / "_wire.py", package / "_wire.py")
     for file in sorted(runtime.rglob("*")):
         rel = file.relative_to(runtime)
         if file.is_dir() or "__pycache__" in rel.parts or file.suffix in (".pyc", ".pyo"):

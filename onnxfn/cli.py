@@ -14,6 +14,50 @@ class CLIError(Exception):
     """A user-facing failure: printed as ``onnxfn: error: ...`` with exit code 2."""
 
 
+# Third-party modules each extra brings (import names). A subcommand that hits a missing one is told which
+# extra to install instead of printing a traceback. Keep in step with pyproject.toml's optional-dependencies.
+EXTRA_MODULES: dict[str, frozenset[str]] = {
+    "serve": frozenset(
+        {"onnxruntime", "fastapi", "starlette", "pydantic", "mangum", "uvicorn", "PIL", "multipart"}
+    ),
+    "client": frozenset({"requests"}),
+    "aws": frozenset({"boto3", "botocore"}),
+    "convert": frozenset(
+        {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common", "onnxruntime", "sympy", "PIL"}
+        | {"tqdm", "matplotlib"}
+    ),
+}
+# The extra a subcommand needs, preferred when a missing module belongs to several extras (onnxruntime, PIL).
+COMMAND_EXTRA = {"convert": "convert", "quantize": "convert", "serve": "serve", "bundle": "serve"}
+
+
+def missing_extra(exc: BaseException, command: str | None = None) -> str | None:
+    """The message for an import failure caused by a missing extra, or None when it is something else.
+
+    Follows ``exc``'s cause/context chain to the ``ModuleNotFoundError`` of a known third-party module
+    (``keras``, ``onnxruntime``, ...) and names the extra that installs it; an ``ImportError`` that already
+    says what to install (``Client.local``'s) is passed on as it is.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, ModuleNotFoundError) and link.name:
+            module = link.name.split(".")[0]
+            extras = [extra for extra, modules in EXTRA_MODULES.items() if module in modules]
+            if extras:
+                wanted = COMMAND_EXTRA.get(command or "")
+                extra = wanted if wanted in extras else extras[0]
+                return (
+                    f"the '{extra}' extra is not installed (no module named {module!r}); "
+                    f"add it with: pip install 'onnxfn[{extra}]'"
+                )
+        link = link.__cause__ or link.__context__
+    if isinstance(exc, ImportError) and "pip install" in str(exc):
+        return str(exc)
+    return None
+
+
 def _convert(args: argparse.Namespace) -> int:
     from onnxfn.converter import convert
 
@@ -193,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (FileNotFoundError, ValueError, PermissionError) as exc:
         print(f"onnxfn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        message = missing_extra(exc, args.command)
+        if message is None:
+            raise  # a broken install or a bug: the traceback is the useful part
+        print(f"onnxfn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

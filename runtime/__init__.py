@@ -1,11 +1,19 @@
 """onnxfn.runtime: serve ONNX models over HTTP (FastAPI) on AWS Lambda, uvicorn, or in process.
 
+```python
+from onnxfn.runtime import create_app, load_models
+app = create_app("models/")                  # the ASGI app: KServe V2 + the predict API
+repo = load_models("model.onnx")             # models without HTTP: repo.get("model").run({...})
+```
+
 Light by design: it never imports TensorFlow or the converter, and FastAPI is imported only by
 ``create_app``, so ``onnxfn.runtime.preprocess`` and ``load_models`` stay cheap for edge use.
+Where a request goes, file by file: ``docs/design.md``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
@@ -46,18 +54,36 @@ __all__ = [
 ]
 
 
-def create_app(source: Any = None, **kwargs: Any) -> FastAPI:
-    """The HTTP app (see ``onnxfn.runtime._app.create_app``)."""
+def create_app(
+    source: str | Path | None = None,
+    *,
+    settings: Settings | None = None,
+    repository: ModelRepository | None = None,
+) -> FastAPI:
+    """The ASGI app serving the models in ``source`` (a file, a directory or ``s3://…``).
+
+    Without ``source``, ``settings.model_dir`` (``ONNXFN_MODEL_DIR``) is used; ``repository`` serves
+    models already loaded. Models load here, eagerly.
+    """
     from ._app import create_app as _create_app
 
-    return _create_app(source, **kwargs)
+    return _create_app(source, settings=settings, repository=repository)
 
 
-def load_models(source: Any, **kwargs: Any) -> ModelRepository:
+def load_models(
+    source: str | Path,
+    *,
+    threads: int = 1,
+    max_image_pixels: int = 40_000_000,
+    default: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> ModelRepository:
     """Models from a file, a directory or ``s3://…``, without any HTTP machinery."""
     from ._repository import ModelRepository
 
-    return ModelRepository.load(source, **kwargs)
+    return ModelRepository.load(
+        source, threads=threads, max_image_pixels=max_image_pixels, default=default, cache_dir=cache_dir
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -74,3 +100,7 @@ def __getattr__(name: str) -> Any:
 
         return write_manifest
     raise AttributeError(f"module 'onnxfn.runtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

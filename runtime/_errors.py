@@ -24,28 +24,42 @@ class APIError(Exception):
 
 
 class BadRequest(APIError, ValueError):
+    """400: malformed, undecodable, wrong shape or dtype, non-finite numbers."""
+
     status = 400
 
 
 class Unauthorized(APIError):
+    """401: missing or wrong API key."""
+
     status = 401
 
 
 class NotFound(APIError, LookupError):
+    """404: unknown model, version or route."""
+
     status = 404
 
 
 class PayloadTooLarge(APIError):
+    """413: body or batch above the limit."""
+
     status = 413
 
 
 class UnsupportedMediaType(APIError):
+    """415: a body the API cannot read."""
+
     status = 415
 
 
 class HeadersTooLarge(APIError):
+    """431: request headers above the limit."""
+
     status = 431
 
 
 class NotReady(APIError):
+    """503: no model loaded (yet)."""
+
     status = 503

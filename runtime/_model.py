@@ -9,28 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from onnxfn._wire import ONNX_DATATYPES
+
 from ._errors import BadRequest
+from ._image import ImagePreprocessor
 from ._metadata import ModelMetadata
-from .preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, numpy_dtype
+from ._tensors import check_tensor, numpy_dtype
+from ._text import TextPreprocessor
 
 log = logging.getLogger("onnxfn.runtime")
-
-# ONNX type string -> KServe V2 datatype.
-V2_DATATYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
 
 
 @dataclass(frozen=True)
@@ -47,7 +34,7 @@ class TensorSpec:
 
     @property
     def datatype(self) -> str:
-        return V2_DATATYPES.get(self.type, self.type)
+        return ONNX_DATATYPES.get(self.type, self.type)
 
     def v2_shape(self) -> list[int]:
         return [d if isinstance(d, int) and d >= 0 else -1 for d in self.shape]

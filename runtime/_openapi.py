@@ -7,21 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DATATYPES = [
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-]
+from onnxfn._wire import DATATYPES as _WIRE_DATATYPES
+
+DATATYPES = list(_WIRE_DATATYPES)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -239,8 +227,8 @@ def install(app: Any, open_paths: frozenset[str]) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
-            return app.openapi_schema
-        schema = original()
+            return dict(app.openapi_schema)
+        schema: dict[str, Any] = original()
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(SCHEMAS)
         components["securitySchemes"] = {

@@ -1,40 +1,18 @@
-"""KServe V2 / Open Inference Protocol tensors: JSON and the binary-data extension, both ways.
-
-Binary extension: the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw
-tensor bytes, in input order, each input saying its ``parameters.binary_data_size``. BYTES tensors are
-length-prefixed (4-byte little-endian) elements.
-"""
+"""KServe V2 infer requests and answers, checked against a model (the codec itself is ``onnxfn._wire``)."""
 
 from __future__ import annotations
 
-import json
-import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from onnxfn._wire import DATATYPES as _KNOWN
+from onnxfn._wire import WireError, decode_tensor, encode_tensor, join_body, split_body
+
 from ._errors import BadRequest, PayloadTooLarge
 from ._model import Model
-from .preprocess import check_shape, to_array
-
-DATATYPES: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
-HEADER = "inference-header-content-length"
+from ._tensors import check_shape, to_array
 
 
 @dataclass
@@ -48,37 +26,31 @@ class InferRequest:
 
 def parse_request(body: bytes, header_length: str | None, model: Model, max_batch: int) -> InferRequest:
     """Decode and validate a V2 infer request against ``model``; BadRequest says what is wrong."""
-    if header_length is not None:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise BadRequest(f"Inference-Header-Content-Length {header_length!r} is not a number") from None
-        if not 0 < n <= len(body):
-            raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
-        header_bytes, binary = body[:n], memoryview(body)[n:]
-    else:
-        header_bytes, binary = body, memoryview(b"")
     try:
-        header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"infer request is not valid JSON: {exc}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
+        header, binary = split_body(body, header_length)
+    except WireError as exc:
+        raise BadRequest(f"infer request: {exc}") from None
+    if not isinstance(header.get("inputs"), list) or not header["inputs"]:
         raise BadRequest('infer request needs {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
     offset = 0
     inputs: dict[str, np.ndarray] = {}
     for item in header["inputs"]:
-        if not isinstance(item, dict):
-            raise BadRequest("each input must be an object with name, shape, datatype and data")
-        array, used = _decode_input(item, binary[offset:], model)
+        _check_input_entry(item, model)
+        try:
+            name, array, used = decode_tensor(item, binary[offset:], text=True, convert=_convert)
+        except WireError as exc:
+            raise BadRequest(f"input {exc}") from None
         offset += used
-        name = item["name"]
         if name in inputs:
             raise BadRequest(f"input {name!r} is given twice")
-        inputs[name] = array
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise BadRequest(f"input {name!r} contains NaN or infinity: send finite numbers")
+        check_shape(array.shape, model.input_names[name].shape, name=name)
         if array.ndim and array.shape[0] > max_batch:
             raise PayloadTooLarge(
                 f"batch of {array.shape[0]} in input {name!r} is above the limit of {max_batch} (ONNXFN_MAX_BATCH)"
             )
+        inputs[name] = array
     if offset != len(binary):
         raise BadRequest(
             f"binary section has {len(binary) - offset} bytes no input claims (binary_data_size)"
@@ -109,84 +81,22 @@ def parse_request(body: bytes, header_length: str | None, model: Model, max_batc
     )
 
 
-def _decode_input(item: dict, binary: memoryview, model: Model) -> tuple[np.ndarray, int]:
-    name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
+def _check_input_entry(item: Any, model: Model) -> None:
+    """The model-side checks that come before decoding: a known input of the model's datatype."""
+    if not isinstance(item, dict):
+        raise BadRequest("each input must be an object with name, shape, datatype and data")
+    name, datatype = item.get("name"), item.get("datatype")
     if not isinstance(name, str):
         raise BadRequest("an input has no 'name'")
     spec = model.input_names.get(name)
     if spec is None:
         raise BadRequest(f"model {model.name!r} has no input {name!r}; inputs: {sorted(model.input_names)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    if datatype not in DATATYPES:
-        raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}")
-    if datatype != spec.datatype:
+    if isinstance(datatype, str) and datatype in _KNOWN and datatype != spec.datatype:
         raise BadRequest(f"input {name!r} is {spec.datatype} in the model, got {datatype}")
-    dtype = DATATYPES[datatype]
-    count = math.prod(shape)
-    params = item.get("parameters") or {}
-    size = params.get("binary_data_size") if isinstance(params, dict) else None
-    used = 0
-    if size is not None:
-        if not isinstance(size, int) or size < 0 or size > len(binary):
-            raise BadRequest(f"input {name!r}: binary_data_size {size!r} exceeds the binary section")
-        raw = binary[:size]
-        used = size
-        if datatype == "BYTES":
-            array = _unpack_bytes(raw, count, name)
-        else:
-            itemsize = np.dtype(dtype).itemsize
-            if size != count * itemsize:
-                raise BadRequest(
-                    f"input {name!r}: {size} bytes do not hold shape {shape} of {datatype} ({count * itemsize} bytes)"
-                )
-            if datatype == "BOOL":
-                bytes_ = np.frombuffer(raw, dtype=np.uint8)
-                if not np.isin(bytes_, (0, 1)).all():
-                    raise BadRequest(f"input {name!r}: BOOL bytes must be 0 or 1")
-                array = bytes_.astype(np.bool_)
-            else:
-                array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
-    else:
-        if "data" not in item:
-            raise BadRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-        array = to_array(item["data"], name=name, dtype=dtype).reshape(-1)
-    if array.size != count:
-        raise BadRequest(f"input {name!r}: {array.size} values do not fill shape {shape} ({count} values)")
-    array = array.reshape(shape)
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise BadRequest(f"input {name!r} contains NaN or infinity: send finite numbers")
-    check_shape(array.shape, spec.shape, name=name)
-    return array, used
 
 
-def _unpack_bytes(raw: memoryview, count: int, name: str) -> np.ndarray:
-    items, pos, data = [], 0, bytes(raw)
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise BadRequest(f"input {name!r}: truncated BYTES element length")
-        (length,) = struct.unpack_from("<I", data, pos)
-        pos += 4
-        if pos + length > len(data):
-            raise BadRequest(f"input {name!r}: BYTES element overruns the binary section")
-        try:
-            items.append(data[pos : pos + length].decode("utf-8"))
-        except UnicodeDecodeError:
-            raise BadRequest(
-                f"input {name!r}: BYTES element is not UTF-8 (onnxruntime strings are text)"
-            ) from None
-        pos += length
-    if len(items) != count:
-        raise BadRequest(f"input {name!r}: {len(items)} BYTES elements for a shape of {count}")
-    return np.array(items, dtype=np.object_)
-
-
-def _pack_bytes(array: np.ndarray) -> bytes:
-    parts = []
-    for v in array.reshape(-1):
-        b = v if isinstance(v, bytes) else str(v).encode("utf-8")
-        parts.append(struct.pack("<I", len(b)) + b)
-    return b"".join(parts)
+def _convert(data: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    return to_array(data, name=name, dtype=dtype)
 
 
 def encode_response(
@@ -196,32 +106,15 @@ def encode_response(
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, array in results.items():
-        spec = model.output_names[name]
-        entry: dict[str, Any] = {"name": name, "datatype": spec.datatype, "shape": list(array.shape)}
-        if request.binary.get(name, request.binary_default):
-            raw = (
-                _pack_bytes(array)
-                if spec.datatype == "BYTES"
-                else np.ascontiguousarray(array)
-                .astype(np.dtype(array.dtype).newbyteorder("<"), copy=False)
-                .tobytes()
-            )
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        elif spec.datatype == "BYTES":
-            entry["data"] = [
-                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)
-            ]
-        else:
-            entry["data"] = array.reshape(-1).tolist()
+        binary = request.binary.get(name, request.binary_default)
+        entry, raw = encode_tensor(name, array, model.output_names[name].datatype, binary=binary)
         outputs.append(entry)
+        if binary:
+            chunks.append(raw)
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
     if request.id is not None:
         header["id"] = request.id
-    head = json.dumps(header, separators=(",", ":")).encode()
-    if not chunks:
-        return head, {"content-type": "application/json"}
-    return head + b"".join(chunks), {
-        "content-type": "application/octet-stream",
-        "inference-header-content-length": str(len(head)),
-    }
+    body, length = join_body(header, chunks)
+    if length is None:
+        return body, {"content-type": "application/json"}
+    return body, {"content-type": "application/octet-stream", "inference-header-content-length": str(length)}

@@ -1,32 +1,35 @@
-"""In-process transport: the onnxfn HTTP routes answered by ``onnxfn.runtime`` without a server.
+"""In-process transport: the onnxfn API answered by ``onnxfn.runtime``'s data plane, without a server.
 
-For edge devices and tests: models load with ``onnxfn.runtime.load_models`` and requests run through the
-runtime's own request parsing (``parse_json``, V2 ``parse_request``), preprocessing (``Model.prepare``),
-inference (``Model.run``) and ranking (``Model.classify``) — the same code the server runs, not a copy.
-Needs ``onnxruntime``, ``numpy`` and Pillow (``pip install onnxfn[serve]``), not FastAPI.
+For edge devices and tests. A request is matched against the runtime's one route table
+(``onnxfn.runtime._routes``) and handed to the same ``DataPlane`` the HTTP app uses: the same parsing,
+preprocessing, inference and encoding, not a copy. Needs onnxruntime, numpy and Pillow
+(``pip install 'onnxfn[serve]'``), not an HTTP server.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
 from . import Request, Response
 
-try:
-    from onnxfn.runtime import APIError, NotFound, UnsupportedMediaType, load_models
-    from onnxfn.runtime._settings import Settings
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        f"Client.local needs the runtime's dependencies ({exc.name} is missing): pip install 'onnxfn[serve]'"
-    ) from exc
+_EXTRA = "pip install 'onnxfn[serve]'"
 
-_PREDICT = re.compile(r"^/v1/models/(?P<name>[^/]+):predict$")
-_MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/ready|/infer)?$")
+
+def _runtime() -> tuple:
+    """The runtime pieces, or an ImportError that says which extra to install."""
+    try:
+        import onnxruntime  # noqa: F401  (the first thing a partial install lacks)
+        from onnxfn.runtime import APIError, NotFound, Settings, load_models
+        from onnxfn.runtime._dataplane import Call, DataPlane
+        from onnxfn.runtime._routes import match
+    except ImportError as exc:
+        raise ImportError(
+            f"Client.local runs models in this process and needs the runtime's dependencies "
+            f"({exc.name or exc} is missing): {_EXTRA}"
+        ) from None
+    return APIError, NotFound, Settings, load_models, Call, DataPlane, match
 
 
 class LocalTransport:
@@ -40,16 +43,18 @@ class LocalTransport:
         threads: int | None = None,
         max_batch: int = 1 << 20,
     ) -> None:
-        settings = Settings.from_env()
-        self.repository = load_models(
-            source,
-            threads=threads or settings.threads,
-            max_image_pixels=settings.max_image_pixels,
-            default=default,
+        APIError, NotFound, Settings, load_models, Call, DataPlane, match = _runtime()
+        settings = Settings.from_env(max_batch=max_batch, offload=False)
+        if threads:
+            settings.threads = threads
+        repository = load_models(
+            source, threads=settings.threads, max_image_pixels=settings.max_image_pixels, default=default
         )
+        self.repository = repository
+        self.dataplane = DataPlane(repository, settings)
         self.url = f"local:{source}"
-        self.max_batch = max_batch
-        self._lock = threading.Lock()
+        self._api_error, self._not_found, self._call, self._match = APIError, NotFound, Call, match
+        self._not_allowed = type("MethodNotAllowed", (APIError,), {"status": 405})
 
     def url_for(self, request: Request) -> str:
         return f"{self.url}{request.path}"
@@ -67,81 +72,22 @@ class LocalTransport:
         if key:
             headers["idempotency-key"] = key
         try:
-            status, body, extra = self._route(request)
-        except APIError as exc:
+            route, found = self._match(request.method, request.path)
+            if route is None:
+                if found:
+                    raise self._not_allowed(f"method {request.method} is not allowed on {request.path}")
+                raise self._not_found(f"no route {request.method} {request.path}: see /docs for the API")
+            call = self._call(
+                params=found,
+                query=dict(request.params or {}),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=request.body or b"",
+            )
+            reply = self.dataplane.handle(route.op, call)
+            status, body, extra = reply.status, reply.body, reply.headers
+        except self._api_error as exc:
             status, extra = exc.status, {k.lower(): v for k, v in exc.headers.items()}
             body = json.dumps({"error": exc.message, "request_id": request_id}).encode()
-        headers.setdefault("content-type", "application/json")
+            extra.setdefault("content-type", "application/json")
         headers.update(extra)
         return Response(status, headers, body)
-
-    # -- routes: the same as runtime/_app.py ----------------------------------------------------------
-    def _route(self, request: Request) -> tuple[int, bytes, dict[str, str]]:
-        method, path = request.method.upper(), request.path
-        repo = self.repository
-        if method == "GET":
-            if path == "/v2/health/live":
-                return _json({"live": True})
-            if path == "/v2/health/ready":
-                ready = len(repo) > 0
-                return _json({"ready": ready}, 200 if ready else 503)
-            if path == "/v2":
-                from onnxfn import __version__
-
-                return _json({"name": "onnxfn", "version": __version__, "extensions": ["binary_tensor_data"]})
-            if path == "/v1/models":
-                models = [
-                    {"name": m.name, "version": m.version, "task": m.task, "labels": m.labels}
-                    for m in repo.models.values()
-                ]
-                return _json({"default": repo.default, "models": models})
-            match = _MODEL.match(path)
-            if match and match["rest"] != "/infer":
-                model = repo.get(match["name"], match["version"])
-                if match["rest"] == "/ready":
-                    return _json({"name": model.name, "ready": True})
-                return _json(model.describe())
-        elif method == "POST":
-            if path == "/predict":
-                return self._predict(request, None)
-            match = _PREDICT.match(path)
-            if match:
-                return self._predict(request, match["name"])
-            match = _MODEL.match(path)
-            if match and match["rest"] == "/infer":
-                return self._infer(request, match["name"], match["version"])
-        if _MODEL.match(path) or path in ("/predict", "/v1/models", "/v2") or _PREDICT.match(path):
-            raise _MethodNotAllowed(f"method {method} is not allowed on {path}")
-        raise NotFound(f"no route {method} {path}: see /docs for the API")
-
-    def _predict(self, request: Request, name: str | None) -> tuple[int, bytes, dict[str, str]]:
-        from onnxfn.runtime._predict import media_type, parse_body, parse_top_k, predict_payload
-        from onnxfn.runtime.preprocess import check_batch
-
-        model = self.repository.get(name)
-        content_type = media_type(request.headers.get("content-type", ""))
-        if content_type.startswith("multipart/form-data"):
-            raise UnsupportedMediaType(
-                "multipart bodies are not supported in local mode: send JSON instances"
-            )
-        instances, top_k = parse_body(content_type, request.body or b"")
-        check_batch(len(instances), self.max_batch)
-        top_k = parse_top_k((request.params or {}).get("top_k"), top_k)
-        return _json(predict_payload(model, instances, top_k))
-
-    def _infer(self, request: Request, name: str, version: str | None) -> tuple[int, bytes, dict[str, str]]:
-        from onnxfn.runtime._v2 import HEADER, encode_response, parse_request
-
-        model = self.repository.get(name, version)
-        parsed = parse_request(request.body or b"", request.headers.get(HEADER), model, self.max_batch)
-        results = model.run(parsed.inputs, parsed.outputs)
-        content, headers = encode_response(model, results, parsed)
-        return 200, content, headers
-
-
-class _MethodNotAllowed(APIError):
-    status = 405
-
-
-def _json(payload: Any, status: int = 200) -> tuple[int, bytes, dict[str, str]]:
-    return status, json.dumps(payload, separators=(",", ":")).encode(), {"content-type": "application/json"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 from onnxfn.client import Client, NotFoundError
-from onnxfn.client._encode import decode_infer_response, encode_infer_request
+from onnxfn.client._v2 import decode_infer_response, encode_infer_request
 
 
 def _reference(models_dir, x: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from models import digit_png, topics_bow
 from onnxfn.runtime import APIError, load_models
-from onnxfn.runtime._predict import parse_body, parse_json, predict_payload
+from onnxfn.runtime._bodies import parse_body, parse_json
+from onnxfn.runtime._dataplane import predict_payload
 from onnxfn.runtime._v2 import parse_request
 from onnxfn.runtime.preprocess import IMAGE_FORMATS, ImagePreprocessor, TextPreprocessor
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from onnxfn.runtime import Settings, create_app
-from onnxfn.runtime._v2 import DATATYPES
+
+from onnxfn._wire import DATATYPES
 
 DTYPES = DATATYPES  # the runtime's V2 datatype → numpy table
 

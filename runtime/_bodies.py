@@ -1,28 +1,16 @@
-"""The friendly predict API: read image bytes, multipart files or JSON instances; answer top-k labels."""
+"""Predict request bodies: image bytes, JSON ``{"instances": [...]}`` or untyped (sniffed); ``top_k``."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-import time
 from typing import Any
 
-import numpy as np
-
 from ._errors import BadRequest, UnsupportedMediaType
-from ._model import Model
-from .preprocess import ImagePreprocessor, sniff_image
+from ._image import sniff_image
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
-
-
-async def read_instances(request: Any, max_batch: int) -> tuple[list[Any], int | None]:
-    """Instances and ``top_k`` (if the body gave one) from a predict request of any accepted shape."""
-    content_type = media_type(request.headers.get("content-type", ""))
-    if content_type.startswith("multipart/form-data"):
-        return await _multipart(request, max_batch), None
-    return parse_body(content_type, await request.body())
 
 
 def media_type(header: str) -> str:
@@ -61,32 +49,6 @@ def parse_top_k(query_value: str | None, body_value: int | None) -> int | None:
     return int(query_value)
 
 
-def predict_payload(
-    model: Model, instances: list[Any], top_k: int | None, timings: dict[str, float] | None = None
-) -> dict[str, Any]:
-    """The predict answer for ``instances``: top-k labels per instance, or raw outputs for tensor models.
-
-    Blocking (decode, preprocess, inference): the app runs it in a worker thread under uvicorn.
-    """
-    timings = timings if timings is not None else {}
-    t0 = time.perf_counter()
-    if isinstance(model.preprocessor, ImagePreprocessor):
-        instances = decode_image_instances(instances)
-    batch = model.prepare(instances)
-    t1 = time.perf_counter()
-    name = model.outputs[0].name
-    scores = model.run({model.inputs[0].name: batch}, [name])[name]
-    t2 = time.perf_counter()
-    timings["preprocess"] = (t1 - t0) * 1000
-    timings["inference"] = (t2 - t1) * 1000
-    payload: dict[str, Any] = {"model": model.name, "version": model.version}
-    if model.task == "tensor":
-        payload["outputs"] = np.asarray(scores).tolist()
-    else:
-        payload["predictions"] = model.classify(scores, top_k or 5)
-    return payload
-
-
 def parse_json(body: bytes) -> tuple[list[Any], int | None]:
     if not body:
         raise BadRequest('empty body: send JSON {"instances": [...]}')
@@ -105,25 +67,6 @@ def parse_json(body: bytes) -> tuple[list[Any], int | None]:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise BadRequest('"top_k" must be a positive integer')
     return instances, top_k
-
-
-async def _multipart(request: Any, max_batch: int) -> list[Any]:
-    try:
-        form = await request.form(max_files=max_batch + 1, max_fields=max_batch + 16)
-    except Exception as exc:  # starlette raises its own MultiPartException / HTTPException
-        raise BadRequest(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
-    files = []
-    try:
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                if key != "file":
-                    raise BadRequest(f"multipart part {key!r}: name image parts 'file'")
-                files.append(await value.read())
-    finally:
-        await form.close()
-    if not files:
-        raise BadRequest("multipart body has no 'file' parts: send each image as a part named 'file'")
-    return files
 
 
 def decode_image_instances(instances: list[Any]) -> list[Any]:

@@ -1,0 +1,176 @@
+"""The data plane: every operation of the API, transport-agnostic (as KServe's ``protocol/dataplane.py``).
+
+A request arrives here as a :class:`Call` (path parameters, query, lower-case headers, body bytes) and
+leaves as a :class:`Reply` (status, body, headers). The FastAPI routes (``_app.py``, on uvicorn and on
+Lambda through Mangum) and ``Client.local`` (``onnxfn.client._transports.local``) both dispatch by the one
+route table in ``_routes.py`` to :meth:`DataPlane.handle`; so decode → preprocess → infer → encode, model
+metadata and readiness exist once. Operations raise ``APIError`` subclasses for bad input; each transport
+turns them into its own error answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnxfn._wire import HEADER
+
+from ._bodies import decode_image_instances, media_type, parse_body, parse_top_k
+from ._errors import BadRequest, UnsupportedMediaType
+from ._image import ImagePreprocessor
+from ._model import Model
+from ._repository import ModelRepository
+from ._settings import Settings
+from ._tensors import check_batch
+from ._v2 import encode_response, parse_request
+
+__all__ = ["Call", "DataPlane", "Reply", "json_reply"]
+
+
+@dataclass
+class Call:
+    """One request, as any transport hands it over. ``headers`` have lower-case names.
+
+    ``instances`` is set instead of ``body`` by transports that parse a body themselves (multipart).
+    ``timings`` collects Server-Timing phases in milliseconds.
+    """
+
+    params: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    instances: list[Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    """One answer. ``model`` names the model that served it (for logs and metrics)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    model: str | None = None
+
+
+def json_reply(payload: Any, status: int = 200, *, model: str | None = None) -> Reply:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Reply(status, body, {"content-type": "application/json"}, model)
+
+
+class DataPlane:
+    """The operations over a :class:`ModelRepository`. Operation names are the ``op`` of ``_routes.ROUTES``."""
+
+    def __init__(self, repository: ModelRepository, settings: Settings | None = None) -> None:
+        self.repository = repository
+        self.settings = settings or Settings()
+        self._ops: dict[str, Callable[[Call], Reply]] = {
+            "live": self.live,
+            "ready": self.ready,
+            "server_metadata": self.server_metadata,
+            "list_models": self.list_models,
+            "model_metadata": self.model_metadata,
+            "model_ready": self.model_ready,
+            "infer": self.infer,
+            "predict": self.predict,
+        }
+
+    def handle(self, op: str, call: Call) -> Reply:
+        """Run operation ``op`` on ``call``. Blocking for inference: REST runs it in a worker thread."""
+        return self._ops[op](call)
+
+    # -- health and metadata ---------------------------------------------------------------------
+    def live(self, call: Call) -> Reply:
+        return json_reply({"live": True})
+
+    def ready(self, call: Call) -> Reply:
+        ok = len(self.repository) > 0
+        return json_reply({"ready": ok}, 200 if ok else 503)
+
+    def server_metadata(self, call: Call) -> Reply:
+        from onnxfn import __version__
+
+        return json_reply({"name": "onnxfn", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    def list_models(self, call: Call) -> Reply:
+        models = [
+            {"name": m.name, "version": m.version, "task": m.task, "labels": m.labels}
+            for m in self.repository.models.values()
+        ]
+        return json_reply({"default": self.repository.default, "models": models})
+
+    def model_metadata(self, call: Call) -> Reply:
+        model = self._model(call)
+        return json_reply(model.describe(), model=model.name)
+
+    def model_ready(self, call: Call) -> Reply:
+        model = self._model(call)
+        return json_reply({"name": model.name, "ready": True}, model=model.name)
+
+    # -- inference --------------------------------------------------------------------------------
+    def infer(self, call: Call) -> Reply:
+        """KServe V2 infer: JSON or binary tensors in, the same out."""
+        model = self._model(call)
+        t0 = time.perf_counter()
+        parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
+        t1 = time.perf_counter()
+        results = model.run(parsed.inputs, parsed.outputs)
+        t2 = time.perf_counter()
+        body, headers = encode_response(model, results, parsed)
+        call.timings["decode"] = (t1 - t0) * 1000
+        call.timings["inference"] = (t2 - t1) * 1000
+        return Reply(200, body, headers, model.name)
+
+    def predict(self, call: Call) -> Reply:
+        """The friendly API: images, text or numeric rows in; top-k labels (or raw outputs) out."""
+        model = self._model(call, default_when_missing=True)
+        t0 = time.perf_counter()
+        if call.instances is not None:
+            instances, top_k = call.instances, None
+        else:
+            content_type = media_type(call.headers.get("content-type", ""))
+            if content_type.startswith("multipart/form-data"):
+                raise UnsupportedMediaType(
+                    "multipart bodies are read by the HTTP server only: send image bytes or JSON instances"
+                )
+            instances, top_k = parse_body(content_type, call.body)
+        check_batch(len(instances), self.settings.max_batch)
+        top_k = parse_top_k(call.query.get("top_k"), top_k)
+        call.timings["decode"] = (time.perf_counter() - t0) * 1000
+        payload = predict_payload(model, instances, top_k, call.timings)
+        return json_reply(payload, model=model.name)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _model(self, call: Call, *, default_when_missing: bool = False) -> Model:
+        name = call.params.get("name")
+        if name is None and not default_when_missing:
+            raise BadRequest("no model name in the path")
+        return self.repository.get(name, call.params.get("version"))
+
+
+def predict_payload(
+    model: Model, instances: list[Any], top_k: int | None, timings: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The predict answer for ``instances``: top-k labels per instance, or raw outputs for tensor models."""
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    if isinstance(model.preprocessor, ImagePreprocessor):
+        instances = decode_image_instances(instances)
+    batch = model.prepare(instances)
+    t1 = time.perf_counter()
+    name = model.outputs[0].name
+    scores = model.run({model.inputs[0].name: batch}, [name])[name]
+    t2 = time.perf_counter()
+    timings["preprocess"] = (t1 - t0) * 1000
+    timings["inference"] = (t2 - t1) * 1000
+    payload: dict[str, Any] = {"model": model.name, "version": model.version}
+    if model.task == "tensor":
+        payload["outputs"] = np.asarray(scores).tolist()
+    else:
+        payload["predictions"] = model.classify(scores, top_k or 5)
+    return payload
