@@ -100,6 +100,13 @@ def convert(
     output = Path(output)
     if output.suffix != ".onnx":
         raise ConversionError(f"output {output} must end in .onnx")
+    if isinstance(preprocess, str):  # a preset name (the CLI accepts caffe, tf, torch, none)
+        raise ConversionError(
+            f"preprocess preset {preprocess!r} is not supported by this onnxfn: pass the settings as a dict, "
+            "e.g. {'scale': 0.00392, 'mean': [0, 0, 0], 'std': [1, 1, 1]}"
+        )
+    if preprocess is not None and not isinstance(preprocess, dict):
+        raise ConversionError(f"preprocess must be a dict of settings, got {type(preprocess).__name__}")
     source = load(model)
     proto = _to_onnx(source, opset)
     onnx_outputs = _output_info(proto)

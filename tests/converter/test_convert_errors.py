@@ -88,3 +88,13 @@ def test_channels_first_data_gets_transpose_advice(tmp_path):
         calibration=nchw.transpose(0, 2, 3, 1),
         runs=2,
     )
+
+
+def test_cli_preset_name_is_a_clear_error_until_presets_exist(tmp_path, capsys):
+    """The flag accepts preset names; until the converter implements presets, using one is a clear error
+    (not a TypeError). Whoever implements presets replaces this test with real ones."""
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"not read")
+    code = main(["convert", str(model), "-o", str(tmp_path / "m.onnx"), "--preprocess", "caffe"])
+    err = capsys.readouterr().err
+    assert code == 2 and "preset 'caffe'" in err and "Traceback" not in err
