@@ -94,7 +94,8 @@ def convert(
     ``sample``: real inputs for the parity check (default: inputs drawn from the model's own
     preprocessing). The check fails with :class:`ConversionError` when ONNX and Keras differ by more
     than ``atol + rtol * max |keras output|`` (float32 rounding grows with the outputs' scale: a
-    network whose logits reach 1000 differs by more than 1e-4 in its last bits). ``manifest.json`` beside ``output`` is created or updated.
+    network whose logits reach 1000 differs by more than 1e-4 in its last bits). ``manifest.json``
+    beside ``output`` is created or updated.
     """
     started = time.perf_counter()
     output = Path(output)
