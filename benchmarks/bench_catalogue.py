@@ -34,7 +34,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests" / "converter"))
 
-RTOL = 2e-3  # parity relative to max |output|: random-weight nets are chaotic (see test_catalogue.py)
 JSON_PATH, MD_PATH = HERE / "catalogue.json", HERE / "catalogue.md"
 
 
@@ -55,10 +54,11 @@ def measure(name: str, runs: int, classes: int = 1000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="onnxfn-catalogue-") as tmp:
         fp32 = Path(tmp) / f"{name}.onnx"
         started = time.perf_counter()
-        report = convert(model, fp32, task="tensor", sample=held_out[:8], rtol=RTOL)
+        report = convert(model, fp32, task="tensor", sample=held_out[:8])
         row["convert_s"] = round(time.perf_counter() - started, 1)
         row["max_abs_diff"] = report.max_abs_diff
         row["max_abs_output"] = report.max_abs_output
+        row["keras_noise"] = report.keras_noise
         auto = quantize(
             fp32,
             Path(tmp) / f"{name}-auto.onnx",
@@ -140,8 +140,9 @@ def render(rows: list[dict[str, Any]], runs: int) -> str:
         "constructor allows, 1000 classes, logits out. **BatchNormalization moving statistics set from "
         "one batch of real photographs** (scikit-learn's sample images): with the default statistics "
         "activations decay to denormals and every latency here would be several times too slow. "
-        f"Parity: max |onnx − keras| on 8 real images, allowed 1e-4 + {RTOL:g} × max |output| (random "
-        "nets are chaotic: Keras itself moves that much between batch sizes). `auto` keeps the smallest "
+        "Parity: the converter's own check, max |onnx − keras| on 8 real images at batch 8 and 1, allowed "
+        "1e-4 + 5e-4 × max |output| or 5 × Keras' own batch-1 vs batch-8 difference when larger (random "
+        "nets are chaotic and amplify last-bit differences). `auto` keeps the smallest "
         "variant within 1 point of fp32's top-1 agreement that is not slower than 1.1× fp32 at batch 32. "
         "**On random weights top-1 agreement over 1000 nearly tied logits says little about a trained "
         "model** (the same nets move their logits by ~1% of their range for 1e-3 of input noise), so `auto` "

@@ -10,28 +10,24 @@ runs the whole catalogue (marked ``models``, deselected unless ``-m`` names it).
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from catalogue import (
     FAST,
     PARAMS_M,
     build,
     by_size,
+    float64_errors,
     inputs_for,
     min_size,
     names,
     real_images,
     realistic_batchnorm,
 )
-from onnxfn.converter import convert, quantize
+from onnxfn.converter import ConversionError, convert, quantize
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # fp16: tiny weights truncated to 1e-7
 
 ALL = by_size(PARAMS_M)  # listed statically: collecting must not import TensorFlow (`make test-fast`)
-# Random weights make these nets chaotic: EfficientNetB0's logits (up to ~2500) move by 1.25 between
-# Keras' own batch-16 and batch-1 runs. Parity is judged relative to the outputs' scale, 2e-3 of it
-# (trained models meet the converter's default 5e-4 with room to spare).
-RTOL = 2e-3
 PARAMS = [
     pytest.param(
         name, marks=[pytest.mark.convert] if name in FAST else [pytest.mark.convert, pytest.mark.models]
@@ -59,14 +55,23 @@ def test_application_converts_and_quantizes(name, tmp_path):
     calibration, held_out = inputs_for(name, images[16:]), inputs_for(name, real_images(size, 16, seed=2))
 
     fp32 = tmp_path / f"{name}.onnx"
-    report = convert(model, fp32, task="tensor", sample=sample, rtol=RTOL)
+    try:
+        convert(model, fp32, task="tensor", sample=sample)  # the converter's own parity check
+    except ConversionError as exc:
+        # Only for nets so chaotic that float32 itself is unreliable: then ONNX must be no further from
+        # the exact (float64) result than Keras float32 is.
+        assert "differs from Keras" in str(exc), exc
+        convert(model, fp32, task="tensor", check=False)
+        keras_error, onnx_error = float64_errors(name, model, fp32, sample)
+        assert onnx_error <= 2 * keras_error + 1e-4, (onnx_error, keras_error)
     expected = np.asarray(model(held_out, training=False))
     assert np.std(expected) > 1e-3, "outputs do not vary: parity would prove nothing"
-    scale = float(np.abs(expected).max())
-    assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-4 + RTOL * report.max_abs_output
-    session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"input": held_out})[0]
-    assert np.max(np.abs(got - expected)) <= 1e-4 + RTOL * scale, "held-out parity"
+    # Independently, on held-out images: ONNX is as close to the exact (float64) result as Keras float32.
+    keras_error, onnx_error = float64_errors(name, model, fp32, held_out)
+    assert onnx_error <= max(2 * keras_error, 1e-4 + 5e-4 * float(np.abs(expected).max())), (
+        onnx_error,
+        keras_error,
+    )
 
     auto = quantize(
         fp32, tmp_path / f"{name}-auto.onnx", mode="auto", calibration=calibration, eval_data=held_out, runs=2
