@@ -150,7 +150,9 @@ def run_one(name: str, runs: int, timeout: float) -> dict[str, Any]:
 
 
 def _parity_note(row: dict[str, Any]) -> str:
-    if row.get("parity", "converter") == "converter":
+    if "parity" not in row:  # measured by this script's first version
+        return " ‡"
+    if row["parity"] == "converter":
         return ""
     return (
         f" {'†' if row['parity'] == 'float64' else '**FAILED**'} f64: onnx {row['onnx_f64_error']:.3g}, "
@@ -186,7 +188,8 @@ def render(rows: list[dict[str, Any]], runs: int) -> str:
         "nets are chaotic and amplify last-bit differences). † the converter refused parity; the same "
         "architecture and weights run in float64 by Keras show ONNX no further from the exact result than "
         "Keras float32 is (errors vs float64 given): some untrained nets, EfficientNetV2 above all, are so "
-        "chaotic that float32 itself is off by several percent. `auto` keeps the smallest "
+        "chaotic that float32 itself is off by several percent. ‡ measured by this script's first "
+        "version (parity allowed 1e-4 + 2e-3 × max |output|, no int8 rel. Δ recorded). `auto` keeps the smallest "
         "variant within 1 point of fp32's top-1 agreement that is not slower than 1.1× fp32 at batch 32. "
         "**On random weights top-1 agreement over 1000 nearly tied logits says little about a trained "
         "model** (the same nets move their logits by ~1% of their range for 1e-3 of input noise), so `auto` "
