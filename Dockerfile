@@ -15,6 +15,7 @@ ARG MODEL_DIR=models
 # base image ships it; s3:// model sources import it lazily). The same ranges as pyproject's `serve` extra.
 RUN pip install --no-cache-dir --target "${LAMBDA_TASK_ROOT}" \
         "onnxruntime>=1.17" "numpy>=1.26" "fastapi>=0.110" "mangum>=0.17" "pillow>=10" "python-multipart>=0.0.9" \
+        "fastapi-offline>=1.7" \
     && rm -rf "${LAMBDA_TASK_ROOT}/bin"
 
 # The runtime package only (the repo maps runtime/ to onnxfn.runtime), never the CLI, converter or client.

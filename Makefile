@@ -44,11 +44,12 @@ MODELS        ?= artifacts/demo/models
 LAMBDA_ARCH   ?= arm64
 LAMBDA_PYTHON ?= 3.12
 OFFLINE_PORT  ?= 3000
+BUNDLE_FLAGS  ?=
 OFFLINE_MODELS = $(if $(wildcard $(MODELS)),$(MODELS),dist/offline/models)
 
-bundle: venv  ## dist/onnxfn-lambda.zip for serverless.yml (MODELS=dir LAMBDA_ARCH=arm64 LAMBDA_PYTHON=3.12)
+bundle: venv  ## dist/onnxfn-lambda.zip for serverless.yml (MODELS=dir LAMBDA_ARCH=arm64 LAMBDA_PYTHON=3.12 BUNDLE_FLAGS=--layer)
 	@test -e "$(MODELS)" || { echo "no models at $(MODELS): run 'make demo' first, or pass MODELS=dir" >&2; exit 2; }
-	$(PY) -m onnxfn bundle "$(MODELS)" -o dist --arch $(LAMBDA_ARCH) --python $(LAMBDA_PYTHON)
+	$(PY) -m onnxfn bundle "$(MODELS)" -o dist --arch $(LAMBDA_ARCH) --python $(LAMBDA_PYTHON) $(BUNDLE_FLAGS)
 
 offline: venv  ## serverless-offline on 127.0.0.1:$(OFFLINE_PORT), serving a bundle built for this machine
 	@test -e "$(OFFLINE_MODELS)" || { echo "no $(MODELS): serving TF-free digits + topics models instead"; \

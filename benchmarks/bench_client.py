@@ -2,9 +2,13 @@
 
 - throughput of ``predict_batch`` on 1,000 digit PNGs vs a naive ``for`` loop of ``predict`` (target ≥ 5×);
 - per-call overhead of ``Client.predict(png)`` vs a bare ``requests`` POST of the same bytes on a
-  keep-alive ``requests.Session`` + ``.json()`` (target ≤ 10%). Calls alternate one by one, medians compared.
+  keep-alive ``requests.Session`` + ``.json()`` (target ≤ 10%). Calls alternate one by one, medians compared;
+- ``AsyncClient.predict_batch`` vs ``Client.predict_batch`` on the same 1,000 PNGs (batch 32, 4 in flight),
+  rounds interleaved (target: async ≥ sync).
 
 Run: python benchmarks/bench_client.py
+     python benchmarks/bench_client.py --libraries   # how AsyncClient's HTTP library was chosen
+     (aiohttp vs httpx2: 2,000 single-PNG POSTs at 8 in flight; requests/s and client CPU per request)
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def run() -> list[dict]:
         url, proc = _serve(model_dir)
         try:
             with Client(url) as client:
-                return _throughput(client, pngs) + _overhead(client, url, pngs[0])
+                rows = _throughput(client, pngs) + _overhead(client, url, pngs[0])
+                return rows + _async_vs_sync(client, url, pngs)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -122,6 +127,57 @@ def _throughput(client, pngs: list[bytes]) -> list[dict]:
             ratio >= 5,
             unit="images/s",
         )
+    ]
+
+
+def _async_vs_sync(client, url: str, pngs: list[bytes]) -> list[dict]:
+    import asyncio
+
+    from onnxfn.client import AsyncClient
+
+    rates: dict[str, list[float]] = {"sync": [], "async": []}
+    cpu: dict[str, list[float]] = {"sync": [], "async": []}  # client CPU: stable on a noisy machine
+
+    def record(kind: str, t0: float, c0: float) -> None:
+        rates[kind].append(len(pngs) / (time.perf_counter() - t0))
+        cpu[kind].append((time.process_time() - c0) / len(pngs) * 1e6)
+
+    async def async_rounds() -> None:
+        async with AsyncClient(url) as aclient:
+            await aclient.predict_batch(pngs[:64])  # warm the pool
+            for _ in range(5):  # interleaved rounds resist drift on a shared machine
+                t0, c0 = time.perf_counter(), time.process_time()
+                labels = client.predict_batch(pngs, batch_size=32, max_concurrency=4).labels
+                record("sync", t0, c0)
+                t0, c0 = time.perf_counter(), time.process_time()
+                result = await aclient.predict_batch(pngs, batch_size=32, max_concurrency=4)
+                record("async", t0, c0)
+                assert result.labels == labels, "AsyncClient and Client disagree"
+
+    asyncio.run(async_rounds())
+    ours, base = statistics.median(rates["async"]), statistics.median(rates["sync"])
+    cpu_ours, cpu_base = statistics.median(cpu["async"]), statistics.median(cpu["sync"])
+    return [
+        row(
+            AREA,
+            f"AsyncClient.predict_batch of {len(pngs):,} digit PNGs vs Client.predict_batch (batch 32, 4 in flight)",
+            round(ours, 1),
+            round(base, 1),
+            round(ours / base, 2),
+            "async ≥ sync",
+            ours >= base,
+            unit="images/s",
+        ),
+        row(
+            AREA,
+            f"client CPU of AsyncClient.predict_batch vs Client.predict_batch ({len(pngs):,} digit PNGs)",
+            round(cpu_ours, 1),
+            round(cpu_base, 1),
+            round(cpu_ours / cpu_base, 2),
+            "async ≤ sync",
+            cpu_ours <= cpu_base,
+            unit="µs CPU per image (median)",
+        ),
     ]
 
 
@@ -165,8 +221,74 @@ def _overhead(client, url: str, png: bytes) -> list[dict]:
     ]
 
 
+def libraries(n: int = 2000, concurrency: int = 8) -> None:
+    """aiohttp vs httpx2 as the AsyncClient's HTTP library (docs/client.md "Why aiohttp")."""
+    import asyncio
+
+    from models import digits_logreg
+    from onnxfn.runtime import write_manifest
+
+    async def with_httpx2(url: str, png: bytes) -> tuple[float, float]:
+        import httpx2
+
+        async with httpx2.AsyncClient(base_url=url) as c:
+
+            async def one() -> None:
+                r = await c.post(
+                    "/predict", content=png, headers={"content-type": "application/octet-stream"}
+                )
+                r.json()
+
+            return await _timed(one)
+
+    async def with_aiohttp(url: str, png: bytes) -> tuple[float, float]:
+        import aiohttp
+
+        async with aiohttp.ClientSession(base_url=url) as c:
+
+            async def one() -> None:
+                headers = {"content-type": "application/octet-stream"}
+                async with c.post("/predict", data=png, headers=headers) as r:
+                    await r.json()
+
+            return await _timed(one)
+
+    async def _timed(one) -> tuple[float, float]:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def bounded() -> None:
+            async with slots:
+                await one()
+
+        await asyncio.gather(*(bounded() for _ in range(50)))  # warm
+        t, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(bounded() for _ in range(n)))
+        return time.perf_counter() - t, time.process_time() - cpu
+
+    with tempfile.TemporaryDirectory(prefix="bench_client_") as tmp:
+        model_dir = Path(tmp) / "models"
+        digits_logreg(model_dir / "digits.onnx")
+        write_manifest(model_dir)
+        url, proc = _serve(model_dir)
+        png = _digit_pngs(1)[0]
+        try:
+            for round_ in range(2):
+                for name, fn in (("aiohttp", with_aiohttp), ("httpx2", with_httpx2)):
+                    wall, cpu = asyncio.run(fn(url, png))
+                    print(
+                        f"round {round_} {name:8s} {n} POSTs, {concurrency} in flight: {n / wall:7.0f} req/s, "
+                        f"client CPU {cpu / n * 1e6:5.0f} µs/request"
+                    )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+
+
 if __name__ == "__main__":
     import json
 
-    for r in run():
-        print(json.dumps(r, ensure_ascii=False))
+    if "--libraries" in sys.argv:
+        libraries()
+    else:
+        for r in run():
+            print(json.dumps(r, ensure_ascii=False))

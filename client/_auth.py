@@ -219,7 +219,7 @@ def _canonical_path(path: str) -> str:
     """RFC 3986 dot-segment removal and duplicate-slash removal, then URI-encoding (botocore's form)."""
     if not path:
         return "/"
-    segments = []
+    segments: list[str] = []
     for segment in path.split("/"):
         if segment and segment != ".":
             if segment == "..":
@@ -271,7 +271,8 @@ def _botocore_region(profile: str | None) -> str | None:
         import botocore.session
     except ImportError:
         return None
-    return botocore.session.Session(profile=profile).get_config_variable("region")
+    region = botocore.session.Session(profile=profile).get_config_variable("region")
+    return region if isinstance(region, str) else None
 
 
 def resolve_auth(auth: Any, url: str) -> Any:

@@ -4,7 +4,9 @@ Kinds of input (``encode``):
 - image: ``bytes``, a path (``str`` or ``pathlib.Path``), a binary file object, a ``PIL.Image``,
   or a ``uint8`` numpy array shaped H×W or H×W×C (C in 1, 3, 4) — arrays and PIL images become PNG;
 - text: a ``str`` that is not a path, or a text file object;
-- tensor: a float/int/bool numpy array or nested lists, sent as one JSON instance (nested lists).
+- tensor: a float/int/bool numpy array or nested lists, sent as one JSON instance (nested lists);
+- instance: a ``dict`` keyed by input name for models with several inputs, each value any of the above
+  (``{"image": "cat.jpg", "features": [0.1, 2.0]}``); sent as one JSON object, images base64-encoded.
 
 One image goes as an ``application/octet-stream`` body; batches go as JSON ``{"instances": [...]}``
 with images base64-encoded (DESIGN.md). ``Encoded.piece`` is the item's JSON text, computed once,
@@ -39,8 +41,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 
 @dataclass(frozen=True)
 class Encoded:
-    """One input, ready to send: ``kind`` is ``image`` (``data`` is bytes), ``text`` (str) or
-    ``tensor`` (nested lists)."""
+    """One input, ready to send: ``kind`` is ``image`` (``data`` is bytes), ``text`` (str), ``tensor``
+    (nested lists) or ``instance`` (a dict of input name to ``Encoded``)."""
 
     kind: str
     data: Any
@@ -53,6 +55,12 @@ class Encoded:
         if cached is None:
             if self.kind == "image":
                 cached = b'"' + base64.b64encode(self.data) + b'"'
+            elif self.kind == "instance":
+                cached = (
+                    b"{"
+                    + b",".join(json.dumps(k).encode() + b":" + v.piece for k, v in self.data.items())
+                    + b"}"
+                )
             else:
                 try:
                     cached = json.dumps(self.data, separators=(",", ":"), allow_nan=False).encode()
@@ -99,6 +107,8 @@ def encode(x: Any) -> Encoded:
         return Encoded("image", data)
     if isinstance(x, str):
         return _encode_str(x)
+    if isinstance(x, dict):
+        return _encode_instance(x)
     if isinstance(x, os.PathLike):
         return _encode_path(Path(x))
     if isinstance(x, np.ndarray):
@@ -120,8 +130,25 @@ def encode(x: Any) -> Encoded:
         return _encode_array(np.asarray(x), from_lists=True)
     raise TypeError(
         f"cannot send a {type(x).__name__}: pass a path, bytes, a file object, a PIL image, "
-        "a numpy array, nested lists of numbers, or text"
+        "a numpy array, nested lists of numbers, text, or a dict of those keyed by input name"
     )
+
+
+def _encode_instance(values: dict[Any, Any]) -> Encoded:
+    """A multi-input instance: each value encoded on its own (images become base64 in the JSON)."""
+    if not values:
+        raise ValueError("empty dict: pass one value per model input, e.g. {'image': ..., 'features': [...]}")
+    out = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise TypeError(f"input names must be strings, got {type(key).__name__} {key!r}")
+        if isinstance(value, dict):
+            raise TypeError(f"input {key!r}: a dict cannot be nested in an instance")
+        try:
+            out[key] = encode(value)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"input {key!r}: {exc}") from None
+    return Encoded("instance", out)
 
 
 def _encode_str(text: str) -> Encoded:

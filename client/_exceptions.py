@@ -11,8 +11,10 @@
     │   ├── RateLimitError             429, once retries are used up (or Retry-After is above the cap)
     │   ├── ServerError                5xx (502/503/504 once retries are used up)
     │   └── InvalidResponseError       a 2xx answer the client cannot read
-    └── APIConnectionError             no answer: DNS failure, refused, reset (after retries)
-        └── APITimeoutError            no answer in time: the attempt timeout or the overall deadline
+    ├── APIConnectionError             no answer: DNS failure, refused, reset (after retries)
+    │   └── APITimeoutError            no answer in time: the attempt timeout or the overall deadline
+    └── BatchError                     ``predict_batch`` failed; ``.results`` keeps what succeeded,
+                                       ``.errors`` what failed, ``__cause__`` the first failure
 
 Every ``APIError`` carries ``status``, ``request_id`` (the server's ``x-request-id``, or API Gateway's),
 ``error`` (the server's own text), ``idempotency_key`` and ``attempts``; its message says all of them.
@@ -31,6 +33,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
     "InvalidResponseError",
     "NotFoundError",
     "OnnxfnError",
@@ -141,7 +144,51 @@ class APITimeoutError(APIConnectionError):
     """No answer within the attempt timeout, or the overall deadline passed."""
 
 
-def _rebuild(cls: type, message: str, state: dict) -> Exception:
+class BatchError(OnnxfnError):
+    """``predict_batch`` (without ``return_exceptions``) stopped at a failed item, and kept the rest.
+
+    ``results`` maps input index → ``Prediction`` for every item that finished; ``errors`` maps index →
+    exception for every item that failed (``error`` is the first, in input order, also ``__cause__``;
+    ``index`` its position); items in neither were not sent. ``count`` is how many items were read.
+    Resend only what is missing: ``[x for i, x in enumerate(xs) if i not in e.results]``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        results: dict[int, Any],
+        errors: dict[int, BaseException],
+        count: int,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.results = results
+        self.errors = errors
+        self.count = count
+        self.index = min(errors) if errors else None
+        self.error = errors[self.index] if self.index is not None else None
+
+    @classmethod
+    def from_run(cls, results: dict[int, Any], errors: dict[int, BaseException], count: int) -> BatchError:
+        """The error for a batch of ``count`` items read, with these finished and failed items."""
+        index = min(errors)
+        first = errors[index]
+        unsent = count - len(results) - len(errors)
+        message = (
+            f"predict_batch failed at item {index} ({type(first).__name__}: {first}); "
+            f"{len(results):,} of {count:,} items read finished (in .results), {len(errors):,} failed "
+            f"(in .errors)"
+            + (f", {unsent:,} were not sent" if unsent else "")
+            + " [resend the items missing from .results, or pass return_exceptions=True]"
+        )
+        return cls(message, results=results, errors=errors, count=count)
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[Exception], message: str, state: dict[str, Any]) -> Exception:
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     exc.__dict__.update(state)
@@ -207,8 +254,9 @@ def request_id_of(headers: Mapping[str, str], body: bytes = b"") -> str | None:
             data = json.loads(body)
         except ValueError:
             return None
-        if isinstance(data, dict) and isinstance(data.get("request_id"), str):
-            return data["request_id"]
+        request_id = data.get("request_id") if isinstance(data, dict) else None
+        if isinstance(request_id, str):
+            return request_id
     return None
 
 

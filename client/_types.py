@@ -6,14 +6,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, overload
 
-__all__ = ["BatchResult", "Label", "Prediction"]
+__all__ = ["BatchResult", "Explanation", "Label", "Prediction"]
 
 
 class Label(NamedTuple):
     """One class of a prediction: its name, its index in the model's output, its score."""
 
     label: str
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the class index
     score: float
 
     def __repr__(self) -> str:
@@ -84,7 +84,7 @@ class Prediction:
         return f"Prediction(label={self.label!r}, score={score}, top_k=[{shown}{more}]{where})"
 
 
-class BatchResult(Sequence):
+class BatchResult(Sequence["Prediction | BaseException"]):
     """Results of ``predict_batch`` in input order: a ``Prediction`` per item, or (with
     ``return_exceptions=True``) the exception that item raised."""
 
@@ -131,3 +131,70 @@ class BatchResult(Sequence):
             f"BatchResult({len(self.items)} items: {len(self.items) - failed} ok, {failed} failed; "
             f"{self.requests} requests in {self.elapsed:.2f} s{rate})"
         )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why the model answered ``label`` (``Client.explain``).
+
+    Images: ``heatmap`` (numpy H×W in 0..1 at the model's input size; high = the evidence) and ``overlay``
+    (PNG bytes of the heatmap over the image; ``save(path)`` writes it). Text: ``tokens`` (the words) and
+    ``scores`` (the drop of the class score without each word; negative = it spoke against the class).
+    """
+
+    label: str
+    index: int
+    score: float
+    method: str | None = None
+    heatmap: Any = None
+    overlay: bytes | None = None
+    tokens: list[str] | None = None
+    scores: list[float] | None = None
+    masks: int | None = None
+    complete: bool = True
+    model: str | None = None
+    version: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def from_json(
+        cls, item: dict[str, Any], *, model: str | None, version: str | None, request_id: str | None
+    ) -> Explanation:
+        """From one entry of the API's ``explanations`` list."""
+        import base64
+
+        import numpy as np
+
+        heatmap = item.get("heatmap")
+        overlay = item.get("overlay")
+        return cls(
+            label=str(item["label"]),
+            index=int(item["index"]),
+            score=float(item["score"]),
+            method=item.get("method"),
+            heatmap=None if heatmap is None else np.asarray(heatmap, dtype=np.float32),
+            overlay=None if overlay is None else base64.b64decode(overlay, validate=True),
+            tokens=None if item.get("tokens") is None else [str(t) for t in item["tokens"]],
+            scores=None if item.get("scores") is None else [float(s) for s in item["scores"]],
+            masks=item.get("masks"),
+            complete=bool(item.get("complete", True)),
+            model=model,
+            version=version,
+            request_id=request_id,
+        )
+
+    def save(self, path: Any) -> None:
+        """Write the overlay PNG to ``path`` (images only)."""
+        from pathlib import Path
+
+        if self.overlay is None:
+            raise ValueError("this explanation has no overlay image (a text model explains words)")
+        Path(path).write_bytes(self.overlay)
+
+    def __repr__(self) -> str:
+        what = (
+            f"heatmap=<{self.heatmap.shape[0]}x{self.heatmap.shape[1]}>"
+            if self.heatmap is not None
+            else f"tokens={len(self.tokens or [])}"
+        )
+        return f"Explanation(label={self.label!r}, score={self.score:.4f}, method={self.method!r}, {what})"

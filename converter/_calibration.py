@@ -67,15 +67,33 @@ class InputInfo:
         return "[" + ", ".join("batch" if d is None else str(d) for d in self.shapes[i]) + "]"
 
 
-def load_samples(data: Any, info: InputInfo, *, what: str = "calibration", limit: int | None = None) -> Feeds:
-    """Model feeds (``{input name: array}``, first axis = samples) from ``data``, at most ``limit``."""
-    feeds, _ = _load(data, info, what=what, limit=limit, want_labels=False)
+def load_samples(
+    data: Any,
+    info: InputInfo,
+    *,
+    what: str = "calibration",
+    limit: int | None = None,
+    notes: list[str] | None = None,
+) -> Feeds:
+    """Model feeds (``{input name: array}``, first axis = samples) from ``data``, at most ``limit``.
+
+    Arrays are checked against the model's preprocessing (see :func:`check_preprocessed`); what was done
+    to them is appended to ``notes``.
+    """
+    feeds, _ = _load(data, info, what=what, limit=limit, want_labels=False, notes=notes)
     return feeds
 
 
-def load_eval(data: Any, info: InputInfo, *, limit: int | None = None) -> tuple[Feeds, np.ndarray | None]:
+def load_eval(
+    data: Any,
+    info: InputInfo,
+    *,
+    what: str = "eval",
+    limit: int | None = None,
+    notes: list[str] | None = None,
+) -> tuple[Feeds, np.ndarray | None]:
     """Evaluation feeds and labels (None when the data has none: then quantize measures agreement)."""
-    return _load(data, info, what="eval", limit=limit, want_labels=True)
+    return _load(data, info, what=what, limit=limit, want_labels=True, notes=notes)
 
 
 def count(feeds: Feeds) -> int:
@@ -126,7 +144,13 @@ class CalibrationReader(CalibrationDataReader):
 
 
 def _load(
-    data: Any, info: InputInfo, *, what: str, limit: int | None, want_labels: bool
+    data: Any,
+    info: InputInfo,
+    *,
+    what: str,
+    limit: int | None,
+    want_labels: bool,
+    notes: list[str] | None = None,
 ) -> tuple[Feeds, np.ndarray | None]:
     labels: Any = None
     if want_labels and isinstance(data, tuple) and len(data) == 2:
@@ -145,12 +169,20 @@ def _load(
             "file, a folder of images, text (.txt/.tsv or a list of strings) or an iterable of arrays"
         )
     labels = file_labels if labels is None else labels
+    decoded = _decoded(data)  # images/texts decoded by the runtime's own preprocessors: in range by design
     if isinstance(raw, np.ndarray) and raw.dtype.kind in "USO":
         raw = _texts(list(raw.tolist()), info, what=what)
+        decoded = True
     feeds = raw if isinstance(raw, dict) else {_single(info, what): raw}
+    given = {name: np.asarray(array).dtype for name, array in feeds.items()}  # before the cast to the input's
     feeds = {
         name: _fit(np.asarray(array), info, info.names.index(name), what) for name, array in feeds.items()
     }
+    if not decoded:
+        feeds = {
+            name: check_preprocessed(array, given[name], info, info.names.index(name), what=what, notes=notes)
+            for name, array in feeds.items()
+        }
     missing = [name for name in info.names if name not in feeds]
     if missing:
         raise ConversionError(f"{what} data has no values for model input(s) {missing}")
@@ -168,6 +200,16 @@ def _load(
         feeds = take(feeds, index)
         y = y[index] if y is not None else None
     return feeds, y
+
+
+def _decoded(data: Any) -> bool:
+    """Whether ``data`` is images or texts that the runtime's preprocessors decode (not arrays)."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        return path.is_dir() or path.suffix.lower() in (".txt", ".tsv")
+    if isinstance(data, (list, tuple)) and data:
+        return all(isinstance(x, (str, bytes, bytearray)) for x in data)
+    return False
 
 
 def _single(info: InputInfo, what: str) -> str:
@@ -286,6 +328,11 @@ def _images(blobs: list[bytes], names: list[str], info: InputInfo, *, what: str)
     from onnxfn.runtime.preprocess import ImagePreprocessor
 
     spec = info.preprocess
+    if len(info.names) > 1:
+        raise ConversionError(
+            f"{what} data is images but the model has {len(info.names)} inputs {info.names}: pass a dict or "
+            ".npz with one array per input name (images as the runtime feeds them)"
+        )
     if info.task != "image-classification" or not spec or "size" not in spec:
         raise ConversionError(
             f"{what} data is images but the model has no image preprocessing "
@@ -308,6 +355,12 @@ def _images(blobs: list[bytes], names: list[str], info: InputInfo, *, what: str)
             out.append(pre.array(pre.load(blob)))
         except APIError as exc:
             raise ConversionError(f"{what} image {name}: {exc.message}") from None
+    sizes = sorted({a.shape for a in out})
+    if len(sizes) > 1:  # size null: the model takes each image at its own size
+        raise ConversionError(
+            f"{what} images have different sizes {[list(s) for s in sizes[:3]]} and the model keeps each "
+            "image's own size: resize them to one size first"
+        )
     return np.stack(out)
 
 
@@ -410,3 +463,103 @@ def _layout_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
     return (
         f": reshape it with x.reshape(-1, {', '.join(str(d) for d in want)}) if its values are in that order"
     )
+
+
+# -- the data against the model's preprocessing -----------------------------------------------------
+
+
+def check_preprocessed(
+    array: np.ndarray,
+    original: Any,
+    info: InputInfo,
+    i: int,
+    *,
+    what: str,
+    notes: list[str] | None = None,
+) -> np.ndarray:
+    """``array`` (input ``i``, already fitted to its shape/dtype) checked against what the runtime feeds.
+
+    Expected form: the tensors the model takes, as the runtime feeds them after its preprocessing.
+    Image models: raw pixels instead (``uint8``, or whole numbers in 0..255, in the model's layout and
+    channel order) outside that range are preprocessed the way the runtime does (``pixel × scale − mean) /
+    std`` per channel) and a note says so; other values outside it are refused. Text models: token ids must
+    be inside the vocabulary.
+    """
+    spec, name = info.preprocess or {}, info.names[i]
+    if info.task == "text-classification" and isinstance(spec.get("vocab"), list):
+        size = len(spec["vocab"])
+        if np.dtype(info.dtypes[i]).kind in "iu" and array.size and (array.min() < 0 or array.max() >= size):
+            raise ConversionError(
+                f"{what} data for input {name!r} has token ids {int(array.min())}..{int(array.max())} but the "
+                f"vocabulary has {size} tokens: pass texts (a list, .txt or .tsv), or ids from the same "
+                "vectorizer/tokenizer"
+            )
+        return array
+    bounds = _pixel_bounds(info, i, array.shape[1:])
+    if bounds is None or not array.size:
+        return array
+    zero, full = bounds  # what the runtime feeds for pixel 0 and pixel 255, element by element
+    low, high = float(np.minimum(zero, full).min()), float(np.maximum(zero, full).max())
+    tol = 0.01 * (high - low) + 1e-6
+    lo, hi = float(array.min()), float(array.max())
+    if lo >= low - tol and hi <= high + tol:
+        if high - low > 10 and hi - lo < 0.01 * (high - low) * 2 and notes is not None:
+            notes.append(
+                f"{what} data spans only {lo:.3g}..{hi:.3g} while the runtime feeds {low:.3g}..{high:.3g}: "
+                "if these are pixels you scaled yourself, pass the raw pixels instead"
+            )
+        return array
+    integral = np.dtype(original) == np.uint8 or (
+        lo >= 0 and hi <= 255 and bool(np.all(np.mod(array, 1) == 0))
+    )
+    if integral and lo >= 0 and hi <= 255:
+        fed = zero + (full - zero) * (array.astype(np.float32) / 255.0)
+        if notes is not None:
+            notes.append(
+                f"{what} data for input {name!r} holds raw pixels ({np.dtype(original)}, {lo:g}..{hi:g}) but "
+                f"the model takes preprocessed values ({low:.3g}..{high:.3g}): preprocessed them like the "
+                f"runtime does ({_describe(info.preprocess or {})})"
+            )
+        return np.ascontiguousarray(fed.astype(array.dtype, copy=False))
+    raise ConversionError(
+        f"{what} data for input {name!r} ranges {lo:.4g}..{hi:.4g}, but the runtime feeds this model "
+        f"{low:.4g}..{high:.4g} ({_describe(info.preprocess or {})}): pass the arrays as the runtime feeds "
+        "them (after that preprocessing), or raw pixels (uint8 0..255 in the model's layout), or a folder "
+        "of images"
+    )
+
+
+def _pixel_bounds(
+    info: InputInfo, i: int, sample_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The runtime's input for an all-0 and an all-255 image, shaped like one sample (None: not an image)."""
+    spec = info.preprocess
+    if info.task != "image-classification" or not spec or len(info.names) != 1:
+        return None
+    from onnxfn.runtime.preprocess import ImagePreprocessor
+
+    try:
+        pre = ImagePreprocessor(spec, dtype=np.float32, flatten=len(info.shapes[i]) == 2, max_pixels=10**9)
+        height, width = pre.size
+    except Exception:  # a spec this check cannot reproduce (dynamic size): nothing to compare with
+        return None
+    channels = getattr(pre, "channels", 3)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    out = []
+    for value in (0, 255):
+        image = np.full(shape, value, dtype=np.uint8)
+        fed = np.asarray(pre.array(image), dtype=np.float32)
+        if fed.size != int(np.prod(sample_shape)):
+            return None
+        out.append(fed.reshape(sample_shape))
+    return out[0], out[1]
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    def text(value: Any) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    parts = [f"{key} {text(spec[key])}" for key in ("preset", "scale", "mean", "std", "color") if key in spec]
+    if "scale" not in spec and "preset" not in spec:
+        parts.insert(0, "scale 1/255 (default)")
+    return ", ".join(parts)

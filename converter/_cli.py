@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._options import METHODS, MODES
 
@@ -53,6 +54,13 @@ def add_quantize_options(p: argparse.ArgumentParser, *, mode_flag: str, default_
         help="auto keeps variants within this drop (0.01 = 1 point)",
     )
     p.add_argument(
+        "--max-latency-ratio",
+        type=float,
+        default=1.1,
+        help="auto keeps variants at most this many times fp32's batch-32 latency (default 1.1 = 10%% "
+        "slower); an explicit --mode slower than this is warned about",
+    )
+    p.add_argument(
         "--no-reduce-range", dest="reduce_range", action="store_false", help="full 8-bit weights (VNNI CPUs)"
     )
     p.add_argument(
@@ -72,6 +80,7 @@ def quantize_kwargs(args: argparse.Namespace) -> dict:
         "per_channel": args.per_channel,
         "calibrate_method": args.calibrate_method,
         "max_accuracy_drop": args.max_accuracy_drop,
+        "max_latency_ratio": args.max_latency_ratio,
         "reduce_range": args.reduce_range,
         "calibration_samples": args.calibration_samples,
         "runs": args.runs,
@@ -85,12 +94,21 @@ def run(args: argparse.Namespace) -> int:
 
     report = quantize(args.model, args.output, reference=args.reference, **quantize_kwargs(args))
     print(report.to_json() if args.json else report.table())
+    for warning in report.warnings:  # visible even when stdout goes to a file or a JSON parser
+        print(f"onnxfn quantize: warning: {warning}", file=sys.stderr)
     return 0
 
 
 PREPROCESS_KEYS = (
-    "size", "layout", "color", "scale", "mean", "std", "flatten", "resize", "crop_ratio", "pad_value",
+    # images
+    "preset", "size", "layout", "color", "scale", "mean", "std", "flatten", "resize", "crop_ratio", "pad_value",
+    # word-level text (TextVectorization)
     "vocab", "max_len", "lowercase", "strip_punctuation", "output_mode", "ngrams", "idf",
+    # WordPiece tokenizers (docs/design.md)
+    "tokenizer", "strip_accents", "split", "split_on_cjk", "suffix_indicator", "unk", "cls", "sep", "pad",
+    "max_bytes_per_word",
+    # several inputs: {"inputs": {"<name>": {...} | null}}
+    "inputs",
 )  # fmt: skip
 PREPROCESS_PRESETS = ("caffe", "tf", "torch", "none")
 
@@ -101,7 +119,6 @@ def parse_preprocess(text: str | None) -> dict | str | None:
     Raises :class:`ConversionError` naming the flag: bad JSON, a value that is not an object, an unknown
     key (with the closest known one) or an unknown preset.
     """
-    import difflib
     import json
 
     from ._errors import ConversionError
@@ -127,11 +144,27 @@ def parse_preprocess(text: str | None) -> dict | str | None:
         raise ConversionError(
             f"--preprocess must be a JSON object or a preset name ({presets}), got {type(value).__name__}"
         )
-    for key in value:
+    _check_keys(value, "--preprocess")
+    inputs = value.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, dict):
+            raise ConversionError('--preprocess "inputs" must map input names to settings (or null)')
+        for name, spec in inputs.items():
+            if spec is not None and not isinstance(spec, dict):
+                raise ConversionError(f'--preprocess "inputs" {name!r} must be an object or null')
+            _check_keys(spec or {}, f'--preprocess "inputs" {name!r}')
+    return value
+
+
+def _check_keys(spec: dict, where: str) -> None:
+    import difflib
+
+    from ._errors import ConversionError
+
+    for key in spec:
         if key not in PREPROCESS_KEYS:
             close = difflib.get_close_matches(str(key), PREPROCESS_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConversionError(
-                f"--preprocess has an unknown key {key!r}{hint}: known keys are {', '.join(PREPROCESS_KEYS)}"
+                f"{where} has an unknown key {key!r}{hint}: known keys are {', '.join(PREPROCESS_KEYS)}"
             )
-    return value

@@ -15,8 +15,11 @@ import numpy as np
 from onnxfn.runtime._metadata import ModelMetadata
 
 from ._errors import ConversionError
-from ._load import Source, load
+from ._load import Source
 from ._ops import custom_op_handlers, traceable_keras
+from ._outputs import other_outputs_diff
+from ._preprocessing import image_samples, infer_task
+from ._preprocessing import resolve as resolve_preprocessing
 
 log = logging.getLogger("onnxfn.converter")
 DEFAULT_ATOL = 1e-4
@@ -45,6 +48,7 @@ class ConversionReport:
     labels: int = 0
     preprocess: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # preprocessing found in the model, what the runtime does
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +78,7 @@ class ConversionReport:
         if self.keras_ms is not None and self.onnx_ms is not None:
             rows.append(("latency b=1", f"keras {self.keras_ms:.2f} ms, onnxruntime {self.onnx_ms:.2f} ms"))
         rows.append(("took", f"{self.seconds:.1f} s"))
+        rows += [("preprocess", n) for n in self.notes]
         rows += [("warning", w) for w in self.warnings]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -84,7 +89,7 @@ def convert(
     output: str | os.PathLike[str],
     *,
     labels: list[str] | None = None,
-    preprocess: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | str | None = None,
     task: str | None = None,
     opset: int = 17,
     check: bool = True,
@@ -92,6 +97,7 @@ def convert(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     version: int = 1,
+    tokenizer: Any = None,
 ) -> ConversionReport:
     """Convert ``model`` (``keras.Model``, ``.keras``, ``.h5`` or SavedModel dir) to ``output`` (.onnx).
 
@@ -101,25 +107,32 @@ def convert(
     5 × what Keras' own outputs move between batch 1 and batch N when that is larger (a chaotic network,
     e.g. an untrained EfficientNet, amplifies last-bit differences). ``manifest.json`` beside ``output``
     is created or updated.
+
+    Text: a model with ``TextVectorization`` inside (string input) keeps the vectorizer in the metadata and
+    the rest in ONNX; a BERT-style model (keras-hub ``TextClassifier`` with its preprocessor, or
+    ``tokenizer=`` a keras-hub WordPiece tokenizer/preprocessor or a ``vocab.txt``) carries its tokenizer.
     """
     started = time.perf_counter()
     output = Path(output)
     if output.suffix != ".onnx":
         raise ConversionError(f"output {output} must end in .onnx")
-    if isinstance(preprocess, str):  # a preset name (the CLI accepts caffe, tf, torch, none)
-        raise ConversionError(
-            f"preprocess preset {preprocess!r} is not supported by this onnxfn: pass the settings as a dict, "
-            "e.g. {'scale': 0.00392, 'mean': [0, 0, 0], 'std': [1, 1, 1]}"
-        )
-    if preprocess is not None and not isinstance(preprocess, dict):
-        raise ConversionError(f"preprocess must be a dict of settings, got {type(preprocess).__name__}")
-    source = load(model)
+    from ._textmodels import text_model
+
+    source, text = text_model(model, tokenizer=tokenizer, preprocess=preprocess)
+    notes: list[str] = []
+    early: list[str] = []
+    if text is not None and not isinstance(preprocess, str):
+        preprocess = {**text.preprocess, **(preprocess or {})} or None
+        notes += text.notes
+        early += [] if preprocess and "vocab" in preprocess else text.warnings
     proto = _to_onnx(source, opset)
     onnx_outputs = _output_info(proto)
     classes = _classes(onnx_outputs)
     task = task or _infer_task(source, preprocess, classes)
-    preprocess = _preprocess_for(task, source, preprocess)
-    warnings: list[str] = []
+    resolved = resolve_preprocessing(task, source, preprocess)
+    preprocess = resolved.preprocess
+    warnings: list[str] = [*early, *resolved.warnings]
+    notes += resolved.notes
     if labels is not None:
         labels = [str(x) for x in labels]
         if classes is not None and len(labels) != max(classes, 2 if classes == 1 else classes):
@@ -149,6 +162,7 @@ def convert(
         samples = _samples(source, preprocess, task, sample)
         try:
             max_diff, count, keras_ms, onnx_ms, scale, noise = _parity(source, output, samples)
+            max_diff = max(max_diff, other_outputs_diff(source, output, samples) or 0.0)  # outputs 2..N
         except ConversionError:
             output.unlink(missing_ok=True)
             raise
@@ -168,6 +182,13 @@ def convert(
                 f"{NOISE_FACTOR} × Keras' own batch-1 vs batch-N difference {noise:.3g}): "
                 f"try another opset (--opset), or report the model's layers; nothing was written"
             )
+        if text is not None and preprocess:
+            try:
+                note = text.verify(output, preprocess, atol)
+            except ConversionError:
+                output.unlink(missing_ok=True)
+                raise
+            notes += [note] if note else []
 
     from onnxfn.runtime._repository import write_manifest
 
@@ -189,6 +210,7 @@ def convert(
         labels=len(labels or []),
         preprocess=preprocess,
         warnings=warnings,
+        notes=notes,
     )
 
 
@@ -357,47 +379,8 @@ def _classes(outputs: list[dict[str, Any]]) -> int | None:
     return None
 
 
-def _infer_task(source: Source, preprocess: dict[str, Any] | None, classes: int | None) -> str:
-    if preprocess and "vocab" in preprocess:
-        return "text-classification"
-    rank = len(source.inputs[0].shape)
-    if classes and (rank == 4 or (rank == 3 and source.inputs[0].dtype.startswith("float"))):
-        return "image-classification"
-    if classes and preprocess and "size" in preprocess:
-        return "image-classification"
-    return "tensor"
-
-
-def _preprocess_for(task: str, source: Source, given: dict[str, Any] | None) -> dict[str, Any] | None:
-    if task == "text-classification":
-        if not given or "vocab" not in given:
-            raise ConversionError(
-                "a text model needs its vocabulary: pass preprocess={'vocab': [...], 'max_len': N} "
-                "(e.g. TextVectorization.get_vocabulary())"
-            )
-        return dict(given)
-    if task != "image-classification":
-        return dict(given) if given else None
-    shape = source.inputs[0].shape[1:]
-    defaults: dict[str, Any] = {"layout": "NHWC", "scale": 1 / 255}
-    if len(shape) == 3 and all(isinstance(d, int) for d in shape):
-        if shape[0] in (1, 3) and shape[2] not in (1, 3):
-            defaults.update(layout="NCHW", size=[shape[1], shape[2]], channels=shape[0])
-        else:
-            defaults.update(size=[shape[0], shape[1]], channels=shape[2])
-    elif len(shape) == 2 and all(isinstance(d, int) for d in shape):
-        defaults.update(size=[shape[0], shape[1]], channels=1)
-    channels = defaults.pop("channels", 3)
-    defaults["color"] = "L" if channels == 1 else "RGB"
-    defaults["mean"] = [0.0] * channels
-    defaults["std"] = [1.0] * channels
-    spec = {**defaults, **(given or {})}
-    if "size" not in spec:
-        raise ConversionError(
-            f"cannot tell the image size from input shape {list(source.inputs[0].shape)}: "
-            "pass preprocess={'size': [H, W], ...}"
-        )
-    return spec
+def _infer_task(source: Source, preprocess: Any, classes: int | None) -> str:
+    return infer_task(source, preprocess, classes)
 
 
 def _samples(source: Source, preprocess: dict[str, Any] | None, task: str, sample: Any) -> list[np.ndarray]:
@@ -414,16 +397,12 @@ def _samples(source: Source, preprocess: dict[str, Any] | None, task: str, sampl
         return out
     rng = np.random.default_rng(0)
     n = 16
-    if task == "image-classification" and preprocess:
-        from onnxfn.runtime.preprocess import ImagePreprocessor
-
-        spec = source.inputs[0]
-        pre = ImagePreprocessor(preprocess, dtype=np.dtype(spec.dtype), flatten=len(spec.shape) == 2)
-        height, width = pre.size
-        pixels = rng.integers(0, 256, size=(n, height, width, pre.channels), dtype=np.uint8)
-        return [np.stack([pre.array(p.squeeze(-1) if pre.channels == 1 else p) for p in pixels])]
+    images = image_samples(source, preprocess, task, n, rng)  # {input name: batch} for image inputs
     out = []
     for spec in source.inputs:
+        if spec.name in images:
+            out.append(images[spec.name])
+            continue
         shape = [n, *[d if d is not None else 8 for d in spec.shape[1:]]]
         if np.dtype(spec.dtype).kind in "iu":
             high = _vocab_size(source, preprocess)

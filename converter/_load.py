@@ -110,7 +110,7 @@ def _from_keras(model: Any) -> Source:
     inputs = []
     for i, tensor in enumerate(model.inputs):
         shape = tuple(None if d is None else int(d) for d in tensor.shape)
-        name = "input" if len(model.inputs) == 1 else f"input_{i}"
+        name = "input" if len(model.inputs) == 1 else _input_name(tensor, i, model.inputs)
         dtype = getattr(tensor, "dtype", "float32")
         dtype = getattr(dtype, "as_numpy_dtype", dtype)  # Keras 2 (tf_keras) tensors carry a tf.DType
         inputs.append(InputSpec(name, (None, *shape[1:]), str(np.dtype(dtype))))
@@ -129,6 +129,22 @@ def _from_keras(model: Any) -> Source:
 
     layers = [(layer.name, type(layer).__name__) for layer in _walk_layers(model)]
     return Source(call=call, inputs=inputs, predict=predict, keras_model=model, layers=layers)
+
+
+def _input_name(tensor: Any, i: int, tensors: list[Any]) -> str:
+    """A multi-input model's inputs keep their Keras names (``keras.Input(name=...)``), when distinct."""
+    import re
+
+    def keras_name(t: Any) -> str:
+        history = getattr(t, "_keras_history", None)  # Keras 3: .operation; tf_keras: .layer
+        producer = getattr(history, "operation", None) or getattr(history, "layer", None)
+        return str(getattr(producer, "name", "") or getattr(t, "name", ""))
+
+    name = keras_name(tensor)
+    names = [keras_name(t) for t in tensors]
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.\-]*", name) and names.count(name) == 1:  # a valid TF op name
+        return name
+    return f"input_{i}"
 
 
 def _walk_layers(model: Any) -> list[Any]:

@@ -69,9 +69,17 @@ def batch_feeds(feeds: Feeds, size: int) -> Feeds:
 
 
 def latencies(
-    sessions: dict[str, Any], feeds: dict[int, Feeds], *, runs: int = 30, warmup: int = 3
+    sessions: dict[str, Any],
+    feeds: dict[int, Feeds],
+    *,
+    runs: int = 30,
+    warmup: int = 3,
+    samples: dict[str, dict[int, list[float]]] | None = None,
 ) -> dict[str, dict[int, float]]:
-    """Median ms per (variant, batch size), measured interleaved (A/B/C, B/C/A, ...) to share noise."""
+    """Median ms per (variant, batch size), measured interleaved (A/B/C, B/C/A, ...) to share noise.
+
+    ``samples``, when given, receives every timing (ms, in round order: round i of one variant ran next to
+    round i of the others, so their ratios are paired)."""
     names = list(sessions)
     for name in names:
         for feed in feeds.values():
@@ -85,6 +93,8 @@ def latencies(
                 started = time.perf_counter()
                 sessions[name].run(None, feed)
                 times[name][batch].append((time.perf_counter() - started) * 1000)
+    if samples is not None:
+        samples.update(times)
     return {name: {b: float(np.median(t)) for b, t in per.items()} for name, per in times.items()}
 
 

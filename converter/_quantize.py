@@ -30,6 +30,8 @@ log = logging.getLogger("onnxfn.converter")
 
 EVAL_LIMIT = 2000  # samples used to measure accuracy/agreement
 DIFF_LIMIT = 256  # samples used for max |Δ| against the reference
+HOLDOUT = 512  # calibration samples beyond calibration_samples kept aside to measure on (no eval data)
+MIN_SPLIT = 8  # fewer calibration samples than this cannot be split into calibration + held-out
 
 
 def quantize(
@@ -57,11 +59,18 @@ def quantize(
     activations / S8 weights, calibrated on ``calibration``), ``fp16`` (weights in float16, float32 I/O) or
     ``auto`` (build them all, keep the smallest variant whose accuracy drop is within ``max_accuracy_drop``
     and whose batch-32 latency is at most ``max_latency_ratio`` × fp32; fp32 itself when none qualifies).
+    Latency is judged on paired, interleaved runs: a variant is "slower" when the 95% interval of its
+    median latency ratio lies above ``max_latency_ratio``; when the interval straddles it, more rounds are
+    run before deciding, so the same model gets the same choice run after run. An explicitly requested
+    mode that comes out slower than that, or loses more than ``max_accuracy_drop``, gets a warning.
 
     ``calibration`` / ``eval_data``: an array, ``.npy``/``.npz``, an image folder (class subfolders give
     labels), text (``.txt``, ``.tsv`` label<TAB>text, list of strings) or an iterable of arrays;
     ``eval_data`` may be ``(x, y)``. With labels the report shows accuracy, otherwise top-1 agreement with
-    fp32. ``reduce_range`` (7-bit weights) avoids the int16 saturation of u8s8 kernels on x86 CPUs without
+    fp32. Without ``eval_data``, part of the calibration data is held out (never used to calibrate) and the
+    report measures on it. Arrays are the model's input tensors as the runtime feeds them; raw pixels
+    (uint8 0..255) given to an image model are preprocessed like the runtime does (noted in the report),
+    other values outside the range the runtime feeds are refused. ``reduce_range`` (7-bit weights) avoids the int16 saturation of u8s8 kernels on x86 CPUs without
     VNNI (AVX2/AVX-512), which otherwise costs accuracy. ``reference``: a Keras model (or path, or a
     ``list[array] -> array`` callable) to report max |Δ| against (default: the fp32 ONNX model).
     ``runs``/``threads``: latency medians per variant (interleaved). The output keeps the model's
@@ -94,9 +103,13 @@ def quantize(
             "static quantization needs calibration data: pass calibration= (CLI --calibration PATH) with "
             "a few hundred representative inputs (.npy/.npz, an image folder, or text), or use mode 'dynamic'"
         )
+    if not max_latency_ratio > 0:
+        raise ConversionError("max_latency_ratio is a ratio to fp32 latency (1.1 = at most 10% slower)")
     warnings: list[str] = []
-    calib = load_samples(calibration, info, limit=calibration_samples) if calibration is not None else None
-    eval_feeds, labels, eval_source = _eval_set(eval_data, calib, info, warnings, mode)
+    notes: list[str] = []
+    calib, eval_feeds, labels, eval_source = _data(
+        calibration, eval_data, info, mode, calibration_samples, warnings, notes
+    )
 
     wanted = ["static", "dynamic", "fp16"] if mode == "auto" else [mode]
     variants = {"fp32": VariantResult("fp32", status="baseline", settings={"mode": "none"})}
@@ -139,8 +152,10 @@ def quantize(
             runs=runs,
             threads=threads,
             warnings=warnings,
+            max_latency_ratio=max_latency_ratio,
         )
         chosen = _choose(mode, variants, max_accuracy_drop, max_latency_ratio, warnings)
+        _warn_requested(mode, variants, max_latency_ratio, warnings)
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(paths[chosen], output)  # from the scratch copies: output may be the source itself
 
@@ -163,6 +178,8 @@ def quantize(
         calibration_samples=count(calib) if calib is not None else 0,
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        notes=list(dict.fromkeys(notes)),
+        max_latency_ratio=max_latency_ratio,
     )
     if report_dir is not None:
         report.save(report_dir)
@@ -188,17 +205,100 @@ def _load_onnx(path: Path) -> Any:
         raise ConversionError(f"{path} is not a readable ONNX model: {_first_line(exc)}") from None
 
 
+def _data(
+    calibration: Any,
+    eval_data: Any,
+    info: InputInfo,
+    mode: str,
+    calibration_samples: int,
+    warnings: list[str],
+    notes: list[str],
+) -> tuple[Feeds | None, Feeds, np.ndarray | None, str]:
+    """(calibration feeds, eval feeds, eval labels, what the eval data is). Never measures on samples that
+    were used to calibrate: without eval data, part of the calibration data is held out."""
+    calibrates = mode in ("static", "auto")
+    if eval_data is not None:
+        calib = None
+        if calibration is not None:
+            calib = load_samples(calibration, info, limit=calibration_samples, notes=notes)
+        feeds, labels = load_eval(eval_data, info, limit=EVAL_LIMIT, notes=notes)
+        if calib is not None and calibrates:  # eval samples that also calibrated are not held out
+            used = {_row(calib, i) for i in range(count(calib))}
+            keep = np.asarray([i for i in range(count(feeds)) if _row(feeds, i) not in used], dtype=np.int64)
+            if not len(keep):
+                warnings.append(
+                    "the eval data is the calibration data: measuring on part of it held out from "
+                    "calibration instead (pass eval data that was not used to calibrate)"
+                )
+                return _held_out(calibration, info, mode, calibration_samples, warnings, notes)
+            if len(keep) < count(feeds):
+                warnings.append(
+                    f"{count(feeds) - len(keep)} of the {count(feeds)} eval samples were also used to "
+                    f"calibrate: left out, measured on the other {len(keep)}"
+                )
+                feeds, labels = take(feeds, keep), labels[keep] if labels is not None else None
+        return calib, feeds, labels, "labelled eval" if labels is not None else "eval"
+    if calibration is None:
+        return None, *_eval_set(None, None, info, warnings, mode)
+    return _held_out(calibration, info, mode, calibration_samples, warnings, notes)
+
+
+def _held_out(
+    calibration: Any,
+    info: InputInfo,
+    mode: str,
+    calibration_samples: int,
+    warnings: list[str],
+    notes: list[str],
+) -> tuple[Feeds | None, Feeds, np.ndarray | None, str]:
+    """Calibration data split into what calibrates and what is measured on (never both)."""
+    calibrates = mode in ("static", "auto")
+    feeds, labels = load_eval(
+        calibration, info, what="calibration", limit=calibration_samples + HOLDOUT, notes=notes
+    )
+    n = count(feeds)
+    metric = "accuracy" if labels is not None else "agreement with fp32"
+    if not calibrates:
+        warnings.append(
+            f"no eval data: {metric} measured on the calibration samples ({mode} calibrates nothing, so "
+            "they are unseen); pass eval_data= (held-out data, with labels) to measure accuracy"
+        )
+        return None, feeds, labels, "calibration (unused by " + mode + ")"
+    if n < MIN_SPLIT:
+        warnings.append(
+            f"only {n} calibration samples and no eval data: none can be held out, so {metric} is "
+            "measured on random inputs, which says little; pass eval_data= or more calibration data"
+        )
+        return feeds, *_eval_set(None, None, info, [], "static")
+    order = np.random.default_rng(0).permutation(n)
+    held = max(n - calibration_samples, -(-n // 4))
+    calib = take(feeds, np.sort(order[held:]))
+    # A held-out sample identical to a calibration sample is not held out: drop such duplicates.
+    seen = {_row(feeds, i) for i in order[held:]}
+    index = np.asarray(sorted(i for i in order[:held] if _row(feeds, i) not in seen), dtype=np.int64)
+    dropped = held - len(index)
+    if not len(index):
+        warnings.append(
+            f"every held-out calibration sample duplicates one used to calibrate: {metric} is measured on "
+            "random inputs, which says little; pass eval_data= (held-out data, with labels)"
+        )
+        return calib, *_eval_set(None, None, info, [], "static")
+    warnings.append(
+        f"no eval data: {metric} measured on {len(index)} calibration samples held out from calibration (not "
+        f"used to calibrate; {n - held} calibrated"
+        + (f"; {dropped} held-out duplicates of calibration samples left out" if dropped else "")
+        + "); pass eval_data= (held-out data, with labels) to measure accuracy"
+    )
+    return calib, take(feeds, index), labels[index] if labels is not None else None, "held-out calibration"
+
+
+def _row(feeds: Feeds, i: int) -> tuple[bytes, ...]:
+    return tuple(np.ascontiguousarray(array[i]).tobytes() for array in feeds.values())
+
+
 def _eval_set(
     eval_data: Any, calib: Feeds | None, info: InputInfo, warnings: list[str], mode: str
 ) -> tuple[Feeds, np.ndarray | None, str]:
-    if eval_data is not None:
-        feeds, labels = load_eval(eval_data, info, limit=EVAL_LIMIT)
-        return feeds, labels, "labelled eval" if labels is not None else "eval"
-    if calib is not None:
-        warnings.append(
-            "no eval data: agreement measured on the calibration samples (pass eval_data= held-out data)"
-        )
-        return calib, None, "calibration"
     message = (
         "no eval or calibration data: agreement measured on random inputs, which says little about accuracy"
     )
@@ -381,6 +481,7 @@ def _measure_all(
     runs: int,
     threads: int,
     warnings: list[str],
+    max_latency_ratio: float = 1.1,
 ) -> None:
     import onnx
 
@@ -415,7 +516,7 @@ def _measure_all(
                 raise ConversionError(f"the fp32 model fails on the eval data: {_first_line(exc)}") from None
             variants[name].status, variants[name].reason = "failed", f"fails at run time: {_first_line(exc)}"
             del sessions[name]
-    timings = _measure.latencies(sessions, batch_feeds, runs=runs)
+    timings = _latencies(sessions, batch_feeds, runs, max_latency_ratio, variants)
     ref_fn = _reference(reference)
     diff_feeds = take(feeds, slice(0, DIFF_LIMIT))
     expected = None
@@ -457,14 +558,114 @@ def _measure_all(
             v.drop = v.relative_error
 
 
+def _latencies(
+    sessions: dict[str, Any],
+    batch_feeds: dict[int, Feeds],
+    runs: int,
+    max_latency_ratio: float,
+    variants: dict[str, VariantResult],
+) -> dict[str, dict[int, float]]:
+    """Median latencies, and each variant's paired latency ratio to fp32 with its 95% interval.
+
+    A variant whose interval straddles ``max_latency_ratio`` at the batch ``auto`` decides on gets more
+    rounds (fp32 beside it), up to twice, so that the verdict does not flip from run to run on noise.
+    """
+    samples: dict[str, dict[int, list[float]]] = {}
+    _measure.latencies(sessions, batch_feeds, runs=runs, samples=samples)
+    decide = max(batch_feeds)
+    for _ in range(2):
+        unsure = [
+            name
+            for name in sessions
+            if name != "fp32" and _straddles(_ratio_interval(samples, name, decide), max_latency_ratio)
+        ]
+        if not unsure or "fp32" not in sessions:
+            break
+        more: dict[str, dict[int, list[float]]] = {}
+        chosen = {name: sessions[name] for name in ["fp32", *unsure]}
+        _measure.latencies(chosen, {decide: batch_feeds[decide]}, runs=max(2 * runs, 20), samples=more)
+        for name in chosen:  # the others' rounds stay paired with fp32's first rounds
+            samples[name][decide] += more[name][decide]
+    for name in sessions:
+        for batch in batch_feeds:
+            interval = _ratio_interval(samples, name, batch)
+            if interval is not None and name in variants:
+                variants[name].latency_ratio[batch] = interval
+    return {name: {b: float(np.median(t)) for b, t in per.items()} for name, per in samples.items()}
+
+
+def _ratio_interval(samples: dict[str, dict[int, list[float]]], name: str, batch: int) -> list[float] | None:
+    """[low, median, high]: the median of per-round ratios name/fp32 and its bootstrap 95% interval."""
+    if "fp32" not in samples or name not in samples:
+        return None
+    mine, base = samples[name].get(batch, []), samples["fp32"].get(batch, [])
+    n = min(len(mine), len(base))
+    if n == 0:
+        return None
+    ratios = np.asarray(mine[:n]) / np.maximum(np.asarray(base[:n]), 1e-9)
+    rng = np.random.default_rng(0)
+    medians = np.median(ratios[rng.integers(0, n, size=(500, n))], axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return [float(low), float(np.median(ratios)), float(high)]
+
+
+def _straddles(interval: list[float] | None, limit: float) -> bool:
+    return interval is not None and interval[0] <= limit < interval[2]
+
+
+def _ratio(v: VariantResult, fp32: VariantResult, batch: int) -> float:
+    interval = v.latency_ratio.get(batch)
+    return interval[1] if interval else v.latency_ms[batch] / fp32.latency_ms[batch]
+
+
+def _too_slow(v: VariantResult, fp32: VariantResult, batch: int, limit: float) -> bool:
+    """Slower than ``limit`` × fp32: the median paired ratio, once the extra rounds narrowed its interval."""
+    interval = v.latency_ratio.get(batch)
+    if interval is None:
+        return v.latency_ms[batch] / fp32.latency_ms[batch] > limit
+    return interval[1] > limit
+
+
+def _fastest(near: list[VariantResult], fp32: VariantResult, batch: int) -> VariantResult:
+    """Among variants of about the same size: the smallest, unless another is clearly (>5%, beyond noise)
+    faster: noise alone must not flip the choice between two equally fast variants."""
+    ordered = sorted(near, key=lambda v: (v.size_bytes, v.name))
+    best = ordered[0]
+    for v in ordered[1:]:
+        mine, theirs = v.latency_ratio.get(batch), best.latency_ratio.get(batch)
+        if mine and theirs:
+            if mine[2] < theirs[0] * 0.95:
+                best = v
+        elif v.latency_ms[batch] < best.latency_ms[batch] * 0.95:
+            best = v
+    return best
+
+
+def _warn_requested(
+    mode: str, variants: dict[str, VariantResult], max_latency_ratio: float, warnings: list[str]
+) -> None:
+    """An explicitly requested mode that is slower than fp32 (beyond ``max_latency_ratio``) says so."""
+    if mode == "auto" or mode not in variants:
+        return
+    v, fp32 = variants[mode], variants["fp32"]
+    for batch in sorted(v.latency_ms):
+        if batch in fp32.latency_ms and _too_slow(v, fp32, batch, max_latency_ratio):
+            warnings.append(
+                f"{mode} is {_ratio(v, fp32, batch):.2f}x slower than fp32 at batch {batch} on this CPU "
+                f"(allowed {max_latency_ratio:.2f}x): it saves size, not time; consider another mode or 'auto'"
+            )
+
+
 def _reference(reference: Any) -> Callable[[list[np.ndarray]], Any] | None:
     if reference is None:
         return None
     if callable(reference) and not hasattr(reference, "layers"):
         return reference
-    from ._load import load
+    from ._textmodels import text_model
 
-    return load(reference).predict
+    # A text model's ONNX graph starts after its vectorizer/tokenizer: compare with the same part of Keras.
+    source, _ = text_model(reference)
+    return source.predict
 
 
 def _choose(
@@ -491,7 +692,7 @@ def _choose(
     for v in variants.values():
         if v.name == "fp32" or v.status == "failed":
             continue
-        slower = v.latency_ms[lat_batch] / fp32.latency_ms[lat_batch]
+        slower = _ratio(v, fp32, lat_batch)
         if v.drop is None:
             v.status, v.reason = "rejected", "its accuracy could not be measured"
         elif v.drop > max_drop:
@@ -501,14 +702,14 @@ def _choose(
             else:
                 what = "accuracy" if v.accuracy is not None else "agreement"
                 v.reason = f"{what} drop {v.drop * 100:.2f} points > allowed {max_drop * 100:.2f}"
-        elif slower > max_latency_ratio:
+        elif _too_slow(v, fp32, lat_batch, max_latency_ratio):
             v.status = "rejected"
             v.reason = f"{slower:.2f}× fp32 latency at batch {lat_batch} (allowed ≤ {max_latency_ratio:.2f}×)"
         else:
             eligible.append(v)
     smallest = min(eligible, key=lambda v: v.size_bytes)
     near = [v for v in eligible if v.size_bytes <= smallest.size_bytes * 1.10]
-    best = min(near, key=lambda v: v.latency_ms[lat_batch])
+    best = _fastest(near, fp32, lat_batch)
     for v in eligible:
         if v is best:
             continue

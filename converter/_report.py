@@ -26,6 +26,8 @@ class VariantResult:
     status: str = "candidate"  # baseline | chosen | rejected | failed | candidate
     reason: str = ""
     drop: float | None = None  # accuracy lost vs fp32 (fraction; 1 - agreement without labels)
+    # batch size -> [low, median, high]: 95% interval of the median of paired per-run latency ratios vs fp32
+    latency_ratio: dict[int, list[float]] = field(default_factory=dict)
 
     def ratio(self, base: VariantResult, what: str) -> float | None:
         if what == "size":
@@ -53,6 +55,8 @@ class QuantizationReport:
     calibration_samples: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was done to the data (e.g. raw pixels preprocessed)
+    max_latency_ratio: float = 1.1
 
     # -- access ------------------------------------------------------------------------------------
     @property
@@ -83,6 +87,7 @@ class QuantizationReport:
         data["metric"] = self.metric_name
         for v in data["variants"]:
             v["latency_ms"] = {str(k): val for k, val in v["latency_ms"].items()}
+            v["latency_ratio"] = {str(k): val for k, val in v["latency_ratio"].items()}
         return data
 
     def to_json(self) -> str:
@@ -131,10 +136,19 @@ class QuantizationReport:
             if v.int8_kernels:
                 notes.append(f"{v.name} runs int8 kernels: {_ops(v.int8_kernels)}")
         notes.append(
-            f"measured on {self.eval_samples} {self.eval_source} samples; latency = median of {self.runs} "
+            f"measured on {self.eval_samples} {self.eval_source} samples; latency = median of {self.runs}+ "
             f"interleaved runs, {self.threads} thread(s), after warm-up"
         )
-        notes += [f"warning: {w}" for w in self.warnings]
+        if self.mode == "auto":
+            batch = max((b for v in self.variants for b in v.latency_ms), default=1)
+            notes.append(
+                f"auto keeps the smallest variant whose {self.metric_name} drop is <= "
+                f"{self.max_accuracy_drop * 100:.2f} pt and whose batch-{batch} latency is <= "
+                f"{self.max_latency_ratio:.2f}x fp32 (judged on the 95% interval of paired per-run ratios; "
+                "--max-latency-ratio)"
+            )
+        notes += [f"note: {n}" for n in self.notes]
+        notes += [f"WARNING: {w}" for w in self.warnings]
         return notes
 
     def table(self) -> str:

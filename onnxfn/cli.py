@@ -18,7 +18,17 @@ class CLIError(Exception):
 # extra to install instead of printing a traceback. Keep in step with pyproject.toml's optional-dependencies.
 EXTRA_MODULES: dict[str, frozenset[str]] = {
     "serve": frozenset(
-        {"onnxruntime", "fastapi", "starlette", "pydantic", "mangum", "uvicorn", "PIL", "multipart"}
+        {
+            "onnxruntime",
+            "fastapi",
+            "starlette",
+            "pydantic",
+            "mangum",
+            "uvicorn",
+            "PIL",
+            "multipart",
+            "prometheus_client",
+        }
     ),
     "client": frozenset({"requests"}),
     "aws": frozenset({"boto3", "botocore"}),
@@ -78,6 +88,7 @@ def _convert(args: argparse.Namespace) -> int:
         opset=args.opset,
         check=not args.no_check,
         version=args.version,
+        tokenizer=getattr(args, "tokenizer", None),
     )
     print(report.to_json() if args.json else report.summary())
     return 0
@@ -102,6 +113,7 @@ def _convert_and_quantize(args: argparse.Namespace, labels: list[str] | None, pr
             opset=args.opset,
             check=not args.no_check,
             version=args.version,
+            tokenizer=getattr(args, "tokenizer", None),
         )
         report = quantize(fp32, args.output, reference=args.model, **quantize_kwargs(args))
     if args.json:
@@ -127,8 +139,17 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         threads=args.threads,
         log_level=args.log_level,
+        reload_interval=args.reload_interval,
+        drain_delay=args.drain_delay,
+        shutdown_timeout=args.shutdown_timeout,
     )
     return 0
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from onnxfn.runtime._manifest import manifest_command
+
+    return manifest_command(args.dir, verify=args.verify, names=args.names or None)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -171,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="class names: one per line, or a JSON list")
     p.add_argument("--task", choices=["image-classification", "text-classification", "tensor"])
     p.add_argument("--preprocess", help="JSON, e.g. '{\"scale\": 0.0627}' (defaults from the input shape)")
+    p.add_argument(
+        "--tokenizer",
+        metavar="VOCAB",
+        help="WordPiece vocab.txt of a BERT-style model saved without its keras-hub preprocessor",
+    )
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--version", type=int, default=1, help="model version stored in the file")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against Keras")
@@ -179,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("serve", help="serve a model file or directory over HTTP (uvicorn)")
-    p.add_argument("model", help="an .onnx file, a model directory, or s3://bucket/prefix")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="an .onnx file, a model directory, or s3://bucket/prefix (default: $ONNXFN_MODEL_DIR, else models)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1)
@@ -189,7 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--reload-interval", type=float, help="poll the model source every N s, swap changed models"
+    )
+    p.add_argument(
+        "--drain-delay", type=float, help="on SIGTERM, answer readiness 503 for N s before closing"
+    )
+    p.add_argument("--shutdown-timeout", type=float, help="then finish accepted requests within N s (10)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("manifest", help="write, update or --verify a model directory's manifest.json")
+    p.add_argument("dir", help="a directory of NAME.onnx files")
+    p.add_argument("names", nargs="*", help="only these models (default: every *.onnx)")
+    p.add_argument("--verify", action="store_true", help="check every sha256; exit 1 on any problem")
+    p.set_defaults(func=_manifest)
 
     p = sub.add_parser("keygen", help="print a new API key and the sha256 digest the server needs")
     p.add_argument("--json", action="store_true")

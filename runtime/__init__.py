@@ -96,7 +96,7 @@ def __getattr__(name: str) -> Any:
 
         return ModelRepository
     if name == "write_manifest":
-        from ._repository import write_manifest
+        from ._manifest import write_manifest
 
         return write_manifest
     raise AttributeError(f"module 'onnxfn.runtime' has no attribute {name!r}")

@@ -25,6 +25,7 @@ from ._errors import APIError, BadRequest, NotReady
 from ._logging import configure_logging
 from ._middleware import RequestMiddleware, json_error
 from ._openapi import install as install_openapi
+from ._pages import install_pages
 from ._repository import ModelRepository
 from ._routes import ROUTES, Route
 from ._settings import Settings
@@ -61,17 +62,31 @@ def create_app(
         title="onnxfn",
         version=__version__,
         description="Keras models served with onnxruntime: KServe V2 (Open Inference Protocol) and a predict API.",
+        docs_url=None,  # _pages.py serves /docs from the package, not from a CDN
+        redoc_url=None,
     )
     dataplane = DataPlane(repository, settings)
+    hooks: list[Any] = []
+    if settings.metrics:
+        from ._metrics import enable
+
+        dataplane.metrics = metrics = enable()
+        hooks.append(metrics.observe_request)
+        metrics.models_loaded.set(len(repository))
+        for name in repository.errors:
+            metrics.load_failures.labels(name).inc()
     app.state.repository = repository
     app.state.settings = settings
     app.state.dataplane = dataplane
+    app.state.request_hooks = hooks
     _install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware,
         api_key_hashes=settings.api_key_hashes,
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
+        open_paths=OPEN_PATHS | {"/metrics"} if settings.metrics_public else OPEN_PATHS,
+        hooks=hooks,
     )
     for route in ROUTES:
         app.add_api_route(
@@ -85,6 +100,7 @@ def create_app(
             name=f"{route.op}:{route.path}",
         )
     install_openapi(app, OPEN_PATHS)
+    install_pages(app)
     return app
 
 
@@ -99,15 +115,17 @@ def _endpoint(route: Route, dataplane: DataPlane, settings: Settings) -> Any:
             timings=request.state.timings,
         )
         if route.method == "POST":
-            if route.op == "predict" and media_type(request.headers.get("content-type", "")).startswith(
-                "multipart/form-data"
-            ):
+            if route.op in ("predict", "explain") and media_type(
+                request.headers.get("content-type", "")
+            ).startswith("multipart/form-data"):
                 call.instances = await _multipart(request, settings.max_batch)
             else:
                 call.body = await request.body()
-        reply = await _run(dataplane, route, call, settings)
-        if reply.model:
-            request.state.model = reply.model
+        try:
+            reply = await _run(dataplane, route, call, settings)
+        finally:
+            if call.model:  # also for errors: a loaded model's name (bounded), never a name a client sent
+                request.state.model = call.model
         headers = dict(reply.headers)
         media = headers.pop("content-type", "application/json")
         return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)

@@ -7,9 +7,17 @@ import hashlib
 import hmac
 import secrets
 
+# Open without a key: health, the API description, and the pages a browser opens (the playground, the docs)
+# with their static assets. The API calls those pages make need a key like any other.
 OPEN_PATHS = frozenset(
-    {"/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+    {"/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/"}
 )
+OPEN_PREFIXES = ("/static/",)
+
+
+def is_open(path: str, open_paths: frozenset[str] = OPEN_PATHS) -> bool:
+    """True for the routes anyone may call (``open_paths``, and files under ``OPEN_PREFIXES``)."""
+    return path in open_paths or (path.startswith(OPEN_PREFIXES) and ".." not in path)
 
 
 def hash_key(key: str) -> str:

@@ -21,12 +21,14 @@ import numpy as np
 from onnxfn._wire import HEADER
 
 from ._bodies import decode_image_instances, media_type, parse_body, parse_top_k
-from ._errors import BadRequest, UnsupportedMediaType
+from ._errors import BadRequest, NotFound, UnsupportedMediaType
+from ._explain import ExplainSettings, check_options, explain_options, explain_payload
 from ._image import ImagePreprocessor
 from ._model import Model
 from ._repository import ModelRepository
 from ._settings import Settings
 from ._tensors import check_batch
+from ._tracing import span
 from ._v2 import encode_response, parse_request
 
 __all__ = ["Call", "DataPlane", "Reply", "json_reply"]
@@ -46,6 +48,7 @@ class Call:
     body: bytes = b""
     instances: list[Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    model: str | None = None  # set once the request's model is resolved (for logs and metrics)
 
 
 @dataclass
@@ -69,6 +72,9 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, settings: Settings | None = None) -> None:
         self.repository = repository
         self.settings = settings or Settings()
+        self.explain_settings = ExplainSettings.from_env()
+        self.metrics: Any = None  # runtime._metrics.Metrics when the app turned metrics on
+        self.draining = False  # set on SIGTERM by `onnxfn serve`: readiness answers 503 from then on
         self._ops: dict[str, Callable[[Call], Reply]] = {
             "live": self.live,
             "ready": self.ready,
@@ -78,6 +84,8 @@ class DataPlane:
             "model_ready": self.model_ready,
             "infer": self.infer,
             "predict": self.predict,
+            "explain": self.explain,
+            "metrics": self.metrics_page,
         }
 
     def handle(self, op: str, call: Call) -> Reply:
@@ -89,8 +97,20 @@ class DataPlane:
         return json_reply({"live": True})
 
     def ready(self, call: Call) -> Reply:
+        if self.draining:
+            return json_reply({"ready": False, "reason": "shutting down"}, 503)
         ok = len(self.repository) > 0
         return json_reply({"ready": ok}, 200 if ok else 503)
+
+    def metrics_page(self, call: Call) -> Reply:
+        """Prometheus exposition (``runtime/_metrics.py``); 404 where metrics are off (Lambda, ``Client.local``)."""
+        if self.metrics is None:
+            raise NotFound(
+                "metrics are off here (ONNXFN_METRICS=false; on AWS Lambda each invocation writes a "
+                "CloudWatch EMF line to the log instead)"
+            )
+        body, content_type = self.metrics.render()
+        return Reply(200, body, {"content-type": content_type})
 
     def server_metadata(self, call: Call) -> Reply:
         from onnxfn import __version__
@@ -117,7 +137,8 @@ class DataPlane:
         """KServe V2 infer: JSON or binary tensors in, the same out."""
         model = self._model(call)
         t0 = time.perf_counter()
-        parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
+        with span("onnxfn.decode", model=model.name):
+            parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
         t1 = time.perf_counter()
         results = model.run(parsed.inputs, parsed.outputs)
         t2 = time.perf_counter()
@@ -138,11 +159,35 @@ class DataPlane:
                 raise UnsupportedMediaType(
                     "multipart bodies are read by the HTTP server only: send image bytes or JSON instances"
                 )
-            instances, top_k = parse_body(content_type, call.body)
+            with span("onnxfn.decode", model=model.name):
+                instances, top_k = parse_body(content_type, call.body)
         check_batch(len(instances), self.settings.max_batch)
         top_k = parse_top_k(call.query.get("top_k"), top_k)
         call.timings["decode"] = (time.perf_counter() - t0) * 1000
         payload = predict_payload(model, instances, top_k, call.timings)
+        return json_reply(payload, model=model.name)
+
+    def explain(self, call: Call) -> Reply:
+        """Which pixels or words the answer rests on (``_explain.py``): the predict bodies, plus ``target``
+        and ``method`` in JSON or the query string."""
+        model = self._model(call, default_when_missing=True)
+        t0 = time.perf_counter()
+        target: str | int | None = call.query.get("target")
+        method: str | None = call.query.get("method")
+        if call.instances is not None:
+            instances = call.instances
+        else:
+            content_type = media_type(call.headers.get("content-type", ""))
+            if content_type.startswith("multipart/form-data"):
+                raise UnsupportedMediaType(
+                    "multipart bodies are read by the HTTP server only: send image bytes or JSON instances"
+                )
+            instances, _ = parse_body(content_type, call.body)
+            target, method = explain_options(content_type, call.body, call.query)
+        check_options(model, target, method, self.explain_settings)
+        check_batch(len(instances), self.settings.max_batch)
+        call.timings["decode"] = (time.perf_counter() - t0) * 1000
+        payload = explain_payload(model, instances, target, method, self.explain_settings, call.timings)
         return json_reply(payload, model=model.name)
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -150,7 +195,9 @@ class DataPlane:
         name = call.params.get("name")
         if name is None and not default_when_missing:
             raise BadRequest("no model name in the path")
-        return self.repository.get(name, call.params.get("version"))
+        model = self.repository.get(name, call.params.get("version"))
+        call.model = model.name
+        return model
 
 
 def predict_payload(
@@ -159,16 +206,19 @@ def predict_payload(
     """The predict answer for ``instances``: top-k labels per instance, or raw outputs for tensor models."""
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
-    if isinstance(model.preprocessor, ImagePreprocessor):
-        instances = decode_image_instances(instances)
-    batch = model.prepare(instances)
+    with span("onnxfn.preprocess", model=model.name, instances=len(instances)):
+        if isinstance(model.preprocessor, ImagePreprocessor):
+            instances = decode_image_instances(instances)
+        feeds = model.feeds(instances)  # one batch per input; multi-input instances are keyed by input name
     t1 = time.perf_counter()
     name = model.outputs[0].name
-    scores = model.run({model.inputs[0].name: batch}, [name])[name]
+    scores = model.run(feeds, [name])[name]
     t2 = time.perf_counter()
     timings["preprocess"] = (t1 - t0) * 1000
     timings["inference"] = (t2 - t1) * 1000
     payload: dict[str, Any] = {"model": model.name, "version": model.version}
+    if len(model.outputs) > 1:
+        payload["output"] = name  # several outputs: the friendly answer is the first one's (V2 has all)
     if model.task == "tensor":
         payload["outputs"] = np.asarray(scores).tolist()
     else:

@@ -34,11 +34,20 @@ def sniff_image(data: bytes) -> str | None:
     return None
 
 
+RESIZE_MODES = ("stretch", "crop", "pad")
+COLORS = ("L", "RGB", "BGR")
+DEFAULT_CROP_RATIO = 0.875
+
+
 class ImagePreprocessor:
     """Decode, orient, convert, resize and normalise images into one float batch.
 
-    ``spec`` is the model's ``onnxfn.preprocess``: ``size`` [H, W], ``layout`` NHWC|NCHW, ``color``
-    (Pillow mode, ``L`` or ``RGB``), ``scale``, ``mean``, ``std``.
+    ``spec`` is the model's ``onnxfn.preprocess`` (DESIGN.md): ``size`` [H, W] or null (keep each image's
+    own size), ``layout`` NHWC|NCHW, ``color`` (``L``, ``RGB`` or ``BGR``: RGB pixels in reversed channel
+    order, as Caffe-trained models expect), ``resize`` (``stretch``: to H×W ignoring the aspect ratio;
+    ``crop``: shorter side to size/``crop_ratio`` then a centre crop; ``pad``: fit inside H×W, letterboxed
+    with ``pad_value``), ``scale``, ``mean``, ``std``: ``(pixel * scale - mean) / std`` per channel, with
+    ``mean``/``std`` in the model's channel order.
     """
 
     def __init__(
@@ -49,18 +58,37 @@ class ImagePreprocessor:
         max_pixels: int = 40_000_000,
         flatten: bool = False,
     ) -> None:
-        try:
-            height, width = (int(v) for v in spec["size"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"image preprocess spec needs size [H, W], got {spec!r}") from None
-        self.size = (height, width)
+        size = spec.get("size")
+        if size is None:
+            self.size: tuple[int, int] | None = None
+        else:
+            try:
+                height, width = (int(v) for v in size)
+            except (TypeError, ValueError):
+                raise ValueError(f"image preprocess size must be [H, W] or null, got {size!r}") from None
+            if height < 1 or width < 1:
+                raise ValueError(f"image preprocess size must be positive, got {size!r}")
+            self.size = (height, width)
         self.layout = str(spec.get("layout", "NHWC")).upper()
         if self.layout not in ("NHWC", "NCHW"):
             raise ValueError(f"layout must be NHWC or NCHW, got {self.layout}")
-        self.color = str(spec.get("color", "RGB"))
-        if self.color not in ("L", "RGB"):
-            raise ValueError(f"color must be 'L' or 'RGB', got {self.color}")
+        self.color = str(spec.get("color", "RGB")).upper()
+        if self.color not in COLORS:
+            raise ValueError(f"color must be one of {', '.join(COLORS)}, got {spec.get('color')!r}")
+        self.mode = "L" if self.color == "L" else "RGB"  # the Pillow mode images are converted to
+        self.resize = str(spec.get("resize", "stretch")).lower()
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {spec.get('resize')!r}")
+        self.crop_ratio = float(spec.get("crop_ratio", DEFAULT_CROP_RATIO))
+        if not 0 < self.crop_ratio <= 1:
+            raise ValueError(f"crop_ratio must be in (0, 1], got {self.crop_ratio}")
         channels = 1 if self.color == "L" else 3
+        pad = np.broadcast_to(np.asarray(spec.get("pad_value", 0), dtype=np.float64), (channels,))
+        if np.any(pad < 0) or np.any(pad > 255):
+            raise ValueError(f"pad_value must be a pixel value in 0..255, got {spec.get('pad_value')!r}")
+        self.pad_value = tuple(round(float(v)) for v in pad)
+        if self.size is None and self.resize != "stretch":
+            raise ValueError(f"resize {self.resize!r} needs a size [H, W]")
         scale = float(spec.get("scale", 1 / 255))
         mean = np.broadcast_to(np.asarray(spec.get("mean", 0.0), dtype=np.float32), (channels,))
         std = np.broadcast_to(np.asarray(spec.get("std", 1.0), dtype=np.float32), (channels,))
@@ -75,10 +103,15 @@ class ImagePreprocessor:
         self.flatten = flatten or bool(spec.get("flatten", False))  # dense (MLP) models take [N, H*W*C]
 
     def spec(self) -> dict[str, Any]:
-        return {"size": list(self.size), "layout": self.layout, "color": self.color}
+        return {
+            "size": list(self.size) if self.size else None,
+            "layout": self.layout,
+            "color": self.color,
+            "resize": self.resize,
+        }
 
     def load(self, data: bytes | Any) -> Any:
-        """A decoded, upright ``PIL.Image`` in the model's colour mode and size."""
+        """A decoded, upright ``PIL.Image`` in the model's colour mode, resized as the spec says."""
         from PIL import Image, ImageOps
 
         if isinstance(data, Image.Image):
@@ -109,10 +142,13 @@ class ImagePreprocessor:
                 )
             if pixels == 0:
                 raise BadRequest("image has no pixels")
-            height, width = self.size
-            if fmt == "JPEG":
-                # Let libjpeg decode at a reduced scale when the image is much larger than needed.
-                image.draft(self.color, (width, height))
+            if fmt == "JPEG" and self.size is not None:
+                # Let libjpeg decode at a reduced scale when the image is much larger than needed
+                # (draft keeps both sides at least as large as requested).
+                height, width = self.size
+                if self.resize == "crop":
+                    height, width = (int(np.ceil(d / self.crop_ratio)) for d in self.size)
+                image.draft(self.mode, (width, height))
             try:
                 image.load()
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
@@ -121,22 +157,52 @@ class ImagePreprocessor:
             image = ImageOps.exif_transpose(image)
         except Exception as exc:  # a broken EXIF block must not fail an otherwise good image
             log.debug("ignoring unreadable EXIF orientation: %s", exc)
-        if image.mode != self.color:
+        if image.mode != self.mode:
             if image.mode in ("P", "PA"):  # palette images convert cleanly only through RGBA
                 image = image.convert("RGBA")
-            image = image.convert(self.color)
+            image = image.convert(self.mode)
+        return self._resize(image)
+
+    def _resize(self, image: Any) -> Any:
+        from PIL import Image
+
+        if self.size is None:
+            return image
         height, width = self.size
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        return image
+        w, h = image.size
+        if self.resize == "stretch":
+            if (w, h) != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            return image
+        if self.resize == "crop":
+            # Shorter side (relative to the target) to size / crop_ratio, then the centre H×W.
+            # (torchvision's Resize(int(S / 0.875)) + CenterCrop(S) for square sizes; floors like it)
+            factor = max(height / (h * self.crop_ratio), width / (w * self.crop_ratio))
+            new = (max(width, int(w * factor + 1e-6)), max(height, int(h * factor + 1e-6)))
+            if new != (w, h):
+                image = image.resize(new, Image.Resampling.BILINEAR)
+            left, top = (new[0] - width) // 2, (new[1] - height) // 2
+            return image.crop((left, top, left + width, top + height))
+        # pad: fit inside H×W keeping the aspect ratio, centred on a pad_value canvas (letterbox)
+        factor = min(height / h, width / w)
+        new = (max(1, min(width, int(w * factor + 1e-6))), max(1, min(height, int(h * factor + 1e-6))))
+        if new != (w, h):
+            image = image.resize(new, Image.Resampling.BILINEAR)
+        fill = self.pad_value[0] if self.mode == "L" else self.pad_value
+        canvas = Image.new(self.mode, (width, height), fill)
+        canvas.paste(image, ((width - new[0]) // 2, (height - new[1]) // 2))
+        return canvas
 
     def array(self, image: Any) -> np.ndarray:
         """One image as an HWC/CHW float tensor (no batch axis)."""
         pixels = np.asarray(image, dtype=np.uint8)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
+        if self.color == "BGR":
+            pixels = pixels[:, :, ::-1]
+        out: np.ndarray
         if self.dtype == np.uint8:
-            out = pixels
+            out = np.ascontiguousarray(pixels)
         else:
             out = pixels.astype(np.float32) * self._a + self._b
             out = out.astype(self.dtype, copy=False)
@@ -148,4 +214,11 @@ class ImagePreprocessor:
 
     def __call__(self, images: Sequence[bytes | Any]) -> np.ndarray:
         """A batch from encoded images (bytes) or PIL images."""
-        return np.stack([self.array(self.load(item)) for item in images])
+        arrays = [self.array(self.load(item)) for item in images]
+        if self.size is None and len({a.shape for a in arrays}) > 1:
+            sizes = sorted({f"{a.shape[1]}x{a.shape[0]}" for a in arrays if a.ndim == 3})
+            raise BadRequest(
+                f"this model takes each image at its own size, and images in one request must share it "
+                f"(got {', '.join(sizes[:4])}): send images of different sizes in separate requests"
+            )
+        return np.stack(arrays)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 RUNTIME_LOGGERS = ("onnxfn.runtime", "onnxfn.access")
 
@@ -40,6 +41,11 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             **payload,
         }
+        xray = os.environ.get("_X_AMZN_TRACE_ID")  # set by Lambda for each invocation
+        if xray:
+            from ._tracing import xray_trace_id
+
+            out["xray_trace_id"] = xray_trace_id()
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)

@@ -52,6 +52,14 @@ class ModelMetadata:
         preprocess = load(PREPROCESS, None)
         if preprocess is not None and not isinstance(preprocess, dict):
             raise ValueError(f"metadata {PREPROCESS} must be a JSON object")
+        if isinstance(preprocess, dict) and "inputs" in preprocess:
+            per_input = preprocess["inputs"]
+            if not isinstance(per_input, dict) or not all(
+                v is None or isinstance(v, dict) for v in per_input.values()
+            ):
+                raise ValueError(
+                    f'metadata {PREPROCESS} "inputs" must map input names to a JSON object or null'
+                )
         return cls(
             task=task,
             labels=labels,
@@ -84,6 +92,26 @@ class ModelMetadata:
         """Metadata of an ``onnx.ModelProto``."""
         props = {p.key: p.value for p in model_proto.metadata_props}
         return cls.from_map(props, version=model_proto.model_version)
+
+
+def input_preprocess(preprocess: dict[str, Any] | None, names: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each input's preprocessing spec (``None``: numeric arrays fed as given).
+
+    ``onnxfn.preprocess`` is either one spec for the first input (single-input models, as in the first
+    round) or ``{"inputs": {name: spec | null}}`` for models with several inputs (DESIGN.md).
+    """
+    out: dict[str, dict[str, Any] | None] = {name: None for name in names}
+    if not preprocess:
+        return out
+    if "inputs" in preprocess and isinstance(preprocess["inputs"], dict):
+        for name, spec in preprocess["inputs"].items():
+            if name not in out:
+                raise ValueError(f"metadata {PREPROCESS} names input {name!r}; the model's inputs: {names}")
+            out[name] = spec
+        return out
+    if names:
+        out[names[0]] = preprocess
+    return out
 
 
 def _dump(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""One pure-ASGI middleware for every request: request id, body limit, auth, timing and a JSON log line.
+"""One pure-ASGI middleware for every request: request id, trace context, body limit, auth, timing, a JSON
+log line and the request hooks (Prometheus metrics, Lambda's EMF line) fed from that same record.
 
 Pure ASGI (no BaseHTTPMiddleware) keeps the per-request cost in microseconds and lets the body limit
 act while the body streams in, before it is all read.
@@ -11,10 +12,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._auth import OPEN_PATHS, authorized, key_from_headers
+from ._auth import OPEN_PATHS, authorized, is_open, key_from_headers
 from ._errors import APIError, BadRequest, HeadersTooLarge, PayloadTooLarge, Unauthorized
+from ._routes import match
+from ._tracing import start_request
 
 log = logging.getLogger("onnxfn.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -29,12 +33,23 @@ def json_error(status: int, message: str, request_id: str | None = None) -> byte
 
 class RequestMiddleware:
     def __init__(
-        self, app: Any, *, api_key_hashes: tuple[str, ...], max_body_bytes: int, max_header_bytes: int = 16384
+        self,
+        app: Any,
+        *,
+        api_key_hashes: tuple[str, ...],
+        max_body_bytes: int,
+        max_header_bytes: int = 16384,
+        open_paths: Iterable[str] = OPEN_PATHS,
+        hooks: list[Callable[[dict[str, Any]], None]] | None = None,
     ) -> None:
         self.app = app
         self.hashes = api_key_hashes
         self.max_body = max_body_bytes
         self.max_headers = max_header_bytes
+        self.open_paths = frozenset(open_paths)
+        # Called with each request's log record once it is answered (metrics, EMF). A list the app owns,
+        # so hooks can be added after the app is built (the Lambda handler adds its EMF one).
+        self.hooks = hooks if hooks is not None else []
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -51,7 +66,12 @@ class RequestMiddleware:
         state["timings"] = timings
         state["request_id"] = request_id
         info: dict[str, Any] = {"status": 500, "bytes_out": 0, "bytes_in": 0}
-        extra = [(b"x-request-id", request_id.encode())]
+        path = scope.get("path", "")
+        method = scope.get("method", "GET")
+        route, _ = match(method, path)
+        template = route.path if route is not None else "other"
+        trace = start_request(headers, method, template)
+        extra = [(b"x-request-id", request_id.encode()), (b"traceparent", trace.header().encode())]
         if idem:
             extra.append((b"idempotency-key", idem.encode()))
 
@@ -84,8 +104,7 @@ class RequestMiddleware:
                     f"request headers are {header_bytes:,} bytes, above the limit of {self.max_headers:,} "
                     "(ONNXFN_MAX_HEADER_BYTES): send fewer or shorter headers"
                 )
-            path = scope.get("path", "")
-            if self.hashes and path not in OPEN_PATHS:
+            if self.hashes and not is_open(path, self.open_paths):
                 key = key_from_headers(headers)
                 if not authorized(key, self.hashes):
                     raise Unauthorized(
@@ -122,10 +141,12 @@ class RequestMiddleware:
             if not info.get("started"):
                 await reject(_Internal(f"internal error; quote request id {request_id} when reporting it"))
         finally:
+            trace.end(info["status"])
             record = {
                 "event": "request",
-                "method": scope.get("method"),
-                "path": scope.get("path"),
+                "method": method,
+                "path": path,
+                "route": template,
                 "model": state.get("model"),
                 "status": info["status"],
                 "ms": round((time.perf_counter() - start) * 1000, 3),
@@ -135,6 +156,12 @@ class RequestMiddleware:
             }
             if idem:
                 record["idempotency_key"] = idem
+            record.update(trace.log_fields())
+            for hook in self.hooks:
+                try:
+                    hook(record)
+                except Exception:  # a metrics failure never fails a request
+                    log.exception(json.dumps({"event": "request_hook_failed", "request_id": request_id}))
             log.info(json.dumps(record))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,14 @@ import numpy as np
 
 from onnxfn._wire import ONNX_DATATYPES
 
+from ._bodies import decode_image_instances
 from ._errors import BadRequest
 from ._image import ImagePreprocessor
-from ._metadata import ModelMetadata
+from ._metadata import ModelMetadata, input_preprocess
+from ._metrics import observe_run
 from ._tensors import check_tensor, numpy_dtype
 from ._text import TextPreprocessor
+from ._tracing import span
 
 log = logging.getLogger("onnxfn.runtime")
 
@@ -81,7 +85,10 @@ class Model:
         self.outputs = [TensorSpec(o.name, o.type, tuple(o.shape)) for o in self.session.get_outputs()]
         self.input_names = {spec.name: spec for spec in self.inputs}
         self.output_names = {spec.name: spec for spec in self.outputs}
-        self.preprocessor = self._preprocessor(max_image_pixels)
+        # One preprocessor per input (None: numeric arrays as given). ``preprocessor`` is the single
+        # input's, for the single-input models most code deals with; None for multi-input models.
+        self.preprocessors = self._preprocessors(max_image_pixels)
+        self.preprocessor = self.preprocessors[self.inputs[0].name] if len(self.inputs) == 1 else None
 
     @property
     def version(self) -> str:
@@ -95,8 +102,33 @@ class Model:
     def labels(self) -> list[str] | None:
         return self.metadata.labels
 
-    def _preprocessor(self, max_image_pixels: int) -> ImagePreprocessor | TextPreprocessor | None:
-        spec = self.metadata.preprocess
+    def _preprocessors(self, max_image_pixels: int) -> dict[str, ImagePreprocessor | TextPreprocessor | None]:
+        try:
+            specs = input_preprocess(self.metadata.preprocess, [spec.name for spec in self.inputs])
+        except ValueError as exc:
+            raise ValueError(f"model {self.name!r}: {exc}") from None
+        if len(self.inputs) == 1:
+            first = self.inputs[0]
+            return {first.name: self._preprocessor(specs[first.name], max_image_pixels)}
+        out: dict[str, ImagePreprocessor | TextPreprocessor | None] = {}
+        for tensor in self.inputs:
+            spec = specs[tensor.name]
+            try:
+                if spec is None:
+                    out[tensor.name] = None
+                elif "vocab" in spec:
+                    out[tensor.name] = TextPreprocessor(spec, dtype=tensor.dtype)
+                else:
+                    out[tensor.name] = ImagePreprocessor(
+                        spec, dtype=tensor.dtype, max_pixels=max_image_pixels, flatten=len(tensor.shape) == 2
+                    )
+            except ValueError as exc:
+                raise ValueError(f"model {self.name!r}, input {tensor.name!r}: {exc}") from None
+        return out
+
+    def _preprocessor(
+        self, spec: dict[str, Any] | None, max_image_pixels: int
+    ) -> ImagePreprocessor | TextPreprocessor | None:
         first = self.inputs[0]
         if self.task == "image-classification":
             if spec is None:
@@ -129,10 +161,14 @@ class Model:
                 raise BadRequest(
                     f"model {self.name!r} has no output {name!r}; outputs: {sorted(self.output_names)}"
                 )
+        rows = _rows(feeds)
+        start = time.perf_counter()
         try:
-            results = self.session.run(names, feeds)
+            with span("onnxfn.inference", model=self.name, rows=rows):
+                results = self.session.run(names, feeds)
         except Exception as exc:  # shapes the declared dims allowed but the graph rejects
             raise BadRequest(f"model {self.name!r} rejected the input: {_short(exc)}") from None
+        observe_run(self.name, rows, time.perf_counter() - start)
         return dict(zip(names, results, strict=True))
 
     def tensor(self, value: Any, name: str | None = None) -> np.ndarray:
@@ -164,10 +200,69 @@ class Model:
             )
         return value
 
-    def predict(self, instances: list[Any]) -> np.ndarray:
-        """First output of the model for a list of instances (one row each)."""
-        batch = self.prepare(instances)
-        return self.run({self.inputs[0].name: batch}, [self.outputs[0].name])[self.outputs[0].name]
+    def feeds(self, instances: list[Any]) -> dict[str, np.ndarray]:
+        """Named input batches from user instances, for models with one input or several.
+
+        A multi-input model takes each instance as an object keyed by input name (DESIGN.md):
+        ``{"image": <base64 image or bytes>, "features": [...], "text": "..."}``; each value goes through
+        its input's own preprocessing. A single-input model takes bare instances (see ``prepare``) or the
+        same keyed form with its one input name.
+        """
+        names = [spec.name for spec in self.inputs]
+        if len(names) == 1:
+            name = names[0]
+            if instances and all(isinstance(x, dict) and set(x) == {name} for x in instances):
+                instances = [x[name] for x in instances]
+                if isinstance(self.preprocessor, ImagePreprocessor):
+                    instances = decode_image_instances(instances)
+            keyed = next((x for x in instances if isinstance(x, dict) and set(x) != {"b64"}), None)
+            if keyed is not None:
+                raise BadRequest(
+                    f"model {self.name!r} has one input {name!r}: send instances bare or as "
+                    f'{{"{name}": ...}}, not with keys {sorted(keyed)}'
+                )
+            return {name: self.prepare(instances)}
+        example = ", ".join(f'"{n}": ...' for n in names)
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise BadRequest(
+                    f"model {self.name!r} has inputs {names}: send each instance as an object keyed by "
+                    f"input name, e.g. {{{example}}} (instance {i} is a {_kind(instance)})"
+                )
+            missing = [n for n in names if n not in instance]
+            unknown = [k for k in instance if k not in columns]
+            if missing or unknown:
+                what = f"lacks {missing}" if missing else f"has unknown key(s) {unknown}"
+                raise BadRequest(f"instance {i} {what}: model {self.name!r} takes exactly the inputs {names}")
+            for name in names:
+                columns[name].append(instance[name])
+        return {
+            name: self._column(spec, columns[name]) for name, spec in zip(names, self.inputs, strict=True)
+        }
+
+    def _column(self, spec: TensorSpec, values: list[Any]) -> np.ndarray:
+        """One input's batch from the instances' values for it."""
+        pre = self.preprocessors.get(spec.name)
+        try:
+            if isinstance(pre, ImagePreprocessor):
+                values = decode_image_instances(values)
+                if not all(isinstance(v, (bytes, bytearray)) for v in values):
+                    raise BadRequest("is an image: send it base64-encoded")
+                return pre(values)
+            if isinstance(pre, TextPreprocessor):
+                if not all(isinstance(v, str) for v in values):
+                    raise BadRequest("is text: send a string")
+                return pre(values)
+            if any(isinstance(v, (bytes, bytearray, str, dict)) for v in values):
+                raise BadRequest(
+                    f"takes numeric arrays shaped like {spec.v2_shape()[1:]}, not images or text"
+                )
+            return check_tensor(values, name=spec.name, dtype=spec.dtype, shape=spec.shape)
+        except BadRequest as exc:
+            if exc.message.startswith("input "):
+                raise
+            raise BadRequest(f"input {spec.name!r} {exc.message}") from None
 
     def classify(self, scores: np.ndarray, top_k: int = 5) -> list[list[dict[str, Any]]]:
         """Top-k ``{"label", "index", "score"}`` per row of class scores, best first."""
@@ -202,13 +297,21 @@ class Model:
 
         Called during Lambda's init phase so the first request does not pay for lazy initialisation.
         """
-        if isinstance(self.preprocessor, ImagePreprocessor):
+        if any(isinstance(p, ImagePreprocessor) for p in self.preprocessors.values()):
             from PIL import Image
 
             Image.preinit()
         feeds = {}
         for spec in self.inputs:
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+            pre = self.preprocessors.get(spec.name)
+            if isinstance(pre, ImagePreprocessor) and len(shape) == 4 and not pre.flatten:
+                height, width = pre.size or (64, 64)  # size null: a typical small image, not 1x1
+                shape = (
+                    [1, pre.channels, height, width]
+                    if pre.layout == "NCHW"
+                    else [1, height, width, pre.channels]
+                )
             dtype = spec.dtype
             feeds[spec.name] = (
                 np.full(shape, "", dtype=object) if dtype is np.object_ else np.zeros(shape, dtype)
@@ -243,13 +346,33 @@ def _image_spec_from_shape(shape: tuple[int | str | None, ...]) -> dict[str, Any
     dims = list(shape[1:])
     if len(dims) == 2:
         dims = [*dims, 1]
-    if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
+    if len(dims) != 3:
         raise ValueError(f"cannot infer image preprocessing from input shape {list(shape)}")
     if dims[0] in (1, 3) and dims[2] not in (1, 3):
         channels, height, width, layout = dims[0], dims[1], dims[2], "NCHW"
     else:
         height, width, channels, layout = dims[0], dims[1], dims[2], "NHWC"
-    return {"size": [height, width], "layout": layout, "color": "L" if channels == 1 else "RGB"}
+    if channels not in (1, 3):
+        raise ValueError(f"cannot infer image preprocessing from input shape {list(shape)}")
+    static = isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0
+    size = [height, width] if static else None  # dynamic H/W: each image at its own size
+    return {"size": size, "layout": layout, "color": "L" if channels == 1 else "RGB"}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary image"
+    return type(value).__name__
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    """Rows in this run: the first input's leading dimension (1 for a scalar input)."""
+    for value in feeds.values():
+        shape = getattr(value, "shape", ())
+        return int(shape[0]) if shape else 1
+    return 0
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -188,11 +188,14 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "minItems": 1,
                 "items": {
-                    "description": "a base64 image, a text, or a numeric array (one model input row)",
-                    "oneOf": [
+                    "description": "a base64 image, a text, or a numeric array (one model input row); "
+                    "for models with several inputs an object keyed by input name, e.g. "
+                    '{"image": "<base64>", "features": [0.1, 2.0]}',
+                    "anyOf": [
                         {"type": "string"},
                         {"type": "array"},
                         {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string"}}},
+                        {"type": "object", "additionalProperties": True},
                     ],
                 },
             },
@@ -216,6 +219,65 @@ SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
             "predictions": {"type": "array", "items": {"type": "array", "items": _ref("Prediction")}},
             "outputs": {"type": "array"},
+            "output": {"type": "string", "description": "models with several outputs: the one answered"},
+        },
+    },
+    "ExplainRequest": {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "description": "a base64 image, or a text",
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "object", "required": ["b64"], "properties": {"b64": {"type": "string"}}},
+                    ],
+                },
+            },
+            "target": {
+                "description": "the class to explain: a label or an index (default: the top class)",
+                "oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+            },
+            "method": {"type": "string", "enum": ["occlusion", "rise"]},
+        },
+    },
+    "Explanation": {
+        "type": "object",
+        "required": ["label", "index", "score", "method", "masks", "complete"],
+        "properties": {
+            "label": {"type": "string"},
+            "index": {"type": "integer"},
+            "score": {"type": "number", "description": "the model's score for this class"},
+            "method": {"type": "string"},
+            "masks": {"type": "integer", "description": "perturbed inputs evaluated"},
+            "complete": {
+                "type": "boolean",
+                "description": "false when the time budget (ONNXFN_EXPLAIN_BUDGET_S) cut the work short",
+            },
+            "heatmap": {
+                "description": "images: H×W attribution in 0..1 (H, W: the model's input size)",
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+            },
+            "overlay": {"type": "string", "description": "images: base64 PNG of the heatmap over the image"},
+            "tokens": {"type": "array", "items": {"type": "string"}, "description": "text: the words"},
+            "scores": {
+                "type": "array",
+                "items": {"type": "number"},
+                "description": "text: the drop of the class score without each word (negative: against)",
+            },
+        },
+    },
+    "ExplainResponse": {
+        "type": "object",
+        "required": ["model", "version", "explanations"],
+        "properties": {
+            "model": {"type": "string"},
+            "version": {"type": "string"},
+            "explanations": {"type": "array", "items": _ref("Explanation")},
         },
     },
 }

@@ -65,6 +65,40 @@ _PREDICT_DOC = request_body(
     schema="PredictRequest",
 )
 _PREDICT = responses("PredictResponse", 404, 415, 503)
+_EXPLAIN_DOC = {
+    **request_body(
+        "application/octet-stream",
+        "image/png",
+        "image/jpeg",
+        "multipart/form-data",
+        "application/json",
+        schema="ExplainRequest",
+    ),
+    "parameters": [
+        {
+            "name": "target",
+            "in": "query",
+            "required": False,
+            "description": "the class to explain: a label or an index (default: the top class)",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "method",
+            "in": "query",
+            "required": False,
+            "description": "images: occlusion (default) or rise; text: occlusion",
+            "schema": {"type": "string", "enum": ["occlusion", "rise"]},
+        },
+    ],
+}
+_EXPLAIN = responses("ExplainResponse", 404, 415, 503)
+_METRICS = {
+    200: {
+        "description": "Prometheus text exposition (onnxfn_requests_total, latency histograms, ...)",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    **{k: v for k, v in responses("Live", 404).items() if k != 200},
+}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2/health/live", "live", "Liveness", ("health",), responses("Live")),
@@ -137,6 +171,34 @@ ROUTES: tuple[Route, ...] = (
         _PREDICT,
         _PREDICT_DOC,
         blocking=True,
+    ),
+    Route(
+        "POST",
+        "/v1/models/{name}:explain",
+        "explain",
+        "Explain a prediction: pixel heatmap (images) or word scores (text)",
+        ("explain",),
+        _EXPLAIN,
+        _EXPLAIN_DOC,
+        blocking=True,
+    ),
+    Route(
+        "POST",
+        "/explain",
+        "explain",
+        "Explain a prediction of the default model",
+        ("explain",),
+        _EXPLAIN,
+        _EXPLAIN_DOC,
+        blocking=True,
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (needs a key unless ONNXFN_METRICS_PUBLIC)",
+        ("operations",),
+        _METRICS,
     ),
 )
 

@@ -41,6 +41,30 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} must be a finite number of seconds, 0 or more")
+    return value
+
+
 @dataclass
 class Settings:
     """Everything the runtime can be told; ``Settings.from_env()`` reads the environment."""
@@ -58,6 +82,12 @@ class Settings:
     # Run decode + inference in a worker thread so one server handles requests concurrently. The Lambda
     # handler turns it off: a container serves one request at a time, and the thread hop costs ~1 ms there.
     offload: bool = True
+    # Operations (docs/runtime.md, "Metrics, tracing, reload and shutdown").
+    metrics: bool = True  # GET /metrics (prometheus_client); the Lambda handler writes EMF lines instead
+    metrics_public: bool = False  # /metrics without a key even when keys are set
+    reload_interval: float = 0.0  # seconds between polls of the model source; 0 = never reload
+    drain_delay: float = 0.0  # seconds readiness answers 503 after SIGTERM before the listener closes
+    shutdown_timeout: float = 10.0  # then at most this long for accepted requests to finish
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -77,6 +107,11 @@ class Settings:
             threads=_int("ONNXFN_THREADS", default_threads()),
             log_level=(env.get("ONNXFN_LOG_LEVEL") or "INFO").upper(),
             request_timeout=float(env.get("ONNXFN_REQUEST_TIMEOUT") or 30.0),
+            metrics=_bool("ONNXFN_METRICS", True),
+            metrics_public=_bool("ONNXFN_METRICS_PUBLIC", False),
+            reload_interval=_seconds("ONNXFN_RELOAD_INTERVAL", 0.0),
+            drain_delay=_seconds("ONNXFN_DRAIN_DELAY", 0.0),
+            shutdown_timeout=_seconds("ONNXFN_SHUTDOWN_TIMEOUT", 10.0),
         )
         for key, value in overrides.items():
             if value is None:

@@ -25,9 +25,22 @@ class TextPreprocessor:
     ``lowercase``, ``strip_punctuation``, ``output_mode`` ``int`` (padded ids) | ``multi_hot`` |
     ``count`` | ``tf_idf`` (with ``idf``), ``ngrams`` (N: every n-gram width 1..N, as Keras' integer
     ``ngrams``; or a list of widths, as Keras' tuple).
+
+    A spec with a ``tokenizer`` key (``"wordpiece"``) is a subword model (BERT-style) instead: see
+    :class:`onnxfn.runtime._tokenizers.SubwordPreprocessor` for its keys.
     """
 
     def __init__(self, spec: dict[str, Any], *, dtype: Any = np.int64, max_chars: int = 100_000) -> None:
+        self.dtype = dtype
+        self.max_chars = max_chars
+        self.subword = None
+        if spec.get("tokenizer") is not None:
+            from ._tokenizers import SubwordPreprocessor
+
+            self.subword = SubwordPreprocessor(spec, dtype=dtype)
+            self.vocab = self.subword.tokenizer.vocab
+            self.mode, self.max_len = "int", self.subword.max_len
+            return
         vocab = spec.get("vocab")
         if not isinstance(vocab, list) or not vocab:
             raise ValueError("text preprocess spec needs a non-empty 'vocab' list")
@@ -48,11 +61,11 @@ class TextPreprocessor:
         self.idf = np.asarray(idf, dtype=np.float32) if idf is not None else None
         if self.mode == "tf_idf" and (self.idf is None or len(self.idf) != len(self.vocab)):
             raise ValueError("tf_idf output_mode needs an 'idf' list as long as the vocab")
-        self.dtype = dtype
-        self.max_chars = max_chars
 
     def tokens(self, text: str) -> list[str]:
         """Standardised, split tokens, then n-grams in Keras' order (all 1-grams, then 2-grams, ...)."""
+        if self.subword is not None:
+            return self.subword.tokenizer.tokens(text)
         if self.lowercase:
             text = text.translate(_ASCII_LOWER)
         if self.strip_punctuation:
@@ -66,6 +79,8 @@ class TextPreprocessor:
         return out
 
     def ids(self, text: str) -> list[int]:
+        if self.subword is not None:
+            return self.subword.tokenizer.ids(text)
         return [self.index.get(token, self.oov) for token in self.tokens(text)]
 
     def array(self, text: str) -> np.ndarray:
@@ -73,6 +88,8 @@ class TextPreprocessor:
             raise BadRequest(f"text instances must be strings, got {type(text).__name__}")
         if len(text) > self.max_chars:
             raise BadRequest(f"text is {len(text):,} characters, above the limit of {self.max_chars:,}")
+        if self.subword is not None:
+            return self.subword.row(text)
         ids = self.ids(text)
         if self.mode == "int":
             out = np.zeros(self.max_len, dtype=self.dtype)

@@ -22,6 +22,12 @@ DIGITS_PREPROCESS = {
 }
 
 
+def first_output(model, instances: list) -> np.ndarray:
+    """A loaded ``onnxfn.runtime`` model's first output for user instances: ``feeds`` then ``run``."""
+    name = model.outputs[0].name
+    return model.run(model.feeds(instances), [name])[name]
+
+
 def digits_split(seed: int = 0):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +41,13 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 
 @contextlib.contextmanager
 def onnxfn_serve(
-    model: str | Path, *args: str, env: dict[str, str] | None = None
+    model: str | Path, *args: str, env: dict[str, str] | None = None, log_file: Path | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``onnxfn serve MODEL`` on a free port; yields (base URL, process); SIGTERM on exit."""
+    """``onnxfn serve MODEL`` on a free port; yields (base URL, process); SIGTERM on exit.
+
+    Its output goes to ``log_file`` if given, else it is drained by a thread as it comes (a server writes a
+    log line per request, and an unread pipe fills at 64 KiB and stalls it): ``proc.stdout.read()`` then
+    returns everything the server printed once it has exited."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -57,7 +62,10 @@ def onnxfn_serve(
         *args,
     ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    out = open(log_file, "wb") if log_file is not None else subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    if log_file is None:
+        proc.stdout = _Drained(proc.stdout)  # type: ignore[assignment]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
@@ -70,6 +78,30 @@ def onnxfn_serve(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if log_file is not None:
+            out.close()
+
+
+class _Drained:
+    """A child's output pipe read to the end by a thread; ``read()`` waits for the end and returns it all."""
+
+    def __init__(self, pipe: object) -> None:
+        self._pipe = pipe
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        for chunk in iter(lambda: self._pipe.read1(65536), b""):  # type: ignore[attr-defined]
+            self._chunks.append(chunk)
+        self._pipe.close()  # type: ignore[attr-defined]
+
+    def read(self) -> bytes:
+        self._thread.join(30)
+        return b"".join(self._chunks)
+
+    def close(self) -> None:
+        """The drain thread closes the pipe at its end."""
 
 
 @contextlib.contextmanager

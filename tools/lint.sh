@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 $PY -m ruff check .
 $PY -m ruff format --check .
+# mypy: strict on the client (pyproject [tool.mypy]).
+$PY -m mypy client/
 # bandit: medium severity and up (the bundler's subprocess calls are low-severity by design).
 $PY -m bandit -q -ll -r runtime client converter onnxfn
 # pip-audit on the serve closure (what `onnxfn bundle` ships), pinned to the installed versions.

@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-ROOTS = ["onnxruntime", "fastapi", "mangum", "uvicorn", "pillow", "python-multipart", "numpy"]
+ROOTS = [
+    "onnxruntime",
+    "fastapi",
+    "mangum",
+    "uvicorn",
+    "pillow",
+    "python-multipart",
+    "numpy",
+    "fastapi-offline",
+]
 
 
 def closure(roots: list[str]) -> dict[str, str]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from .._exceptions import APIConnectionError, APITimeoutError
-from . import Request, Response
+from . import Request, Response, URLs
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -30,6 +29,7 @@ class HTTPTransport:
 
         self._requests = requests
         self.url = url.rstrip("/")
+        self._urls = URLs(self.url)
         self.auth = auth
         self.verify = verify
         self.connect_timeout = connect_timeout
@@ -49,7 +49,6 @@ class HTTPTransport:
 
             netrc = get_netrc_auth(self.url)
         self._auth = auth or netrc or _no_auth
-        self._paths: dict[str, str] = {}
 
     def _mount(self, size: int) -> None:
         from requests.adapters import HTTPAdapter
@@ -68,14 +67,7 @@ class HTTPTransport:
                 self._mount(size)
 
     def url_for(self, request: Request) -> str:
-        url = self._paths.get(request.path)
-        if url is None:
-            url = self.url + quote(request.path, safe="/:@!$&'()*+,;=-._~")
-            if len(self._paths) < 1024:
-                self._paths[request.path] = url
-        if request.params:
-            url += "?" + urlencode(request.params)
-        return url
+        return self._urls(request)
 
     def send(self, request: Request, timeout: float | None) -> Response:
         requests = self._requests

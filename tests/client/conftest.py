@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from client_helpers import API_KEY
+
+from .helpers import API_KEY
 
 
 # -- models ---------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from client_helpers import API_KEY
-
 from onnxfn.cli import main
+
+from .helpers import API_KEY
 
 
 def _files(tmp_path, digit_pngs, n=3):

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from client_helpers import API_KEY
 from onnxfn.client import (
     AuthenticationError,
     BadRequestError,
@@ -17,11 +16,13 @@ from onnxfn.client import (
     Prediction,
 )
 
+from .helpers import API_KEY
+
 
 def test_import_is_light():
     code = (
         "import sys, onnxfn.client\n"
-        "heavy = [m for m in ('fastapi', 'tensorflow', 'onnxruntime', 'requests', 'PIL', 'starlette') "
+        "heavy = [m for m in ('fastapi', 'tensorflow', 'onnxruntime', 'requests', 'aiohttp', 'PIL', 'starlette') "
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -117,7 +118,10 @@ def test_server_errors_are_typed(client, digit_pngs):
 def test_client_side_input_errors(client):
     with pytest.raises(FileNotFoundError):
         client.predict("missing.png")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="input 'a': cannot send a object"):
+        client.predict({"a": object()})
+    # A dict is a multi-input instance; this model has one input, and the server says so.
+    with pytest.raises(BadRequestError, match=r"has one input 'input'.*not with keys \['a'\]"):
         client.predict({"a": 1})
     with pytest.raises(ValueError, match="NaN"):
         client.predict(np.array([np.nan, 1.0, 2.0]), model="dot3")

@@ -1,227 +1,105 @@
-"""Retries, Retry-After, deadlines and the error hierarchy, against scripted servers on 127.0.0.1."""
+"""The retry policy without any I/O: ``attempts()`` driven by hand with answers and connection errors,
+Retry-After parsing, full-jitter backoff."""
 
 from __future__ import annotations
 
-import json
-import logging
 import random
-import socket
-import threading
 import time
 from email.utils import formatdate
 
 import pytest
-from client_helpers import OK_PREDICTION
-from onnxfn.client import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    Client,
-    NotFoundError,
-    OnnxfnError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
-    RateLimitError,
-    RetryPolicy,
-    ServerError,
-)
-from onnxfn.client._retry import parse_retry_after
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
-
-ERRORS = [
-    # status, headers, body, exception, text the message must carry, request id
-    (
-        400,
-        {"x-request-id": "r400"},
-        {"error": "image is 0x0", "request_id": "r400"},
-        BadRequestError,
-        "image is 0x0",
-        "r400",
-    ),
-    (
-        401,
-        {"x-request-id": "r401"},
-        {"error": "missing API key"},
-        AuthenticationError,
-        "missing API key",
-        "r401",
-    ),
-    (
-        403,
-        {"x-amzn-requestid": "gw403"},
-        {"message": "Forbidden"},
-        PermissionDeniedError,
-        "Forbidden",
-        "gw403",
-    ),
-    (404, {"x-request-id": "r404"}, {"error": "unknown model 'x'"}, NotFoundError, "unknown model", "r404"),
-    (
-        405,
-        {"x-request-id": "r405"},
-        {"error": "method GET is not allowed"},
-        BadRequestError,
-        "not allowed",
-        "r405",
-    ),
-    # API Gateway HTTP API: a plain-text 413
-    (
-        413,
-        {"apigw-requestid": "gw413", "content-type": "text/plain"},
-        "HTTP content length exceeded 10485760 bytes.",
-        PayloadTooLargeError,
-        "HTTP content length exceeded",
-        "gw413",
-    ),
-    # Lambda's own 6 MB limit, through API Gateway REST
-    (
-        413,
-        {"x-amzn-requestid": "lambda413"},
-        {"message": "Request Too Long"},
-        PayloadTooLargeError,
-        "Request Too Long",
-        "lambda413",
-    ),
-    # onnxfn's own
-    (
-        413,
-        {},
-        {"error": "request body of 7,000,000 bytes is above the limit", "request_id": "own413"},
-        PayloadTooLargeError,
-        "above the limit",
-        "own413",
-    ),
-    (
-        415,
-        {"x-request-id": "r415"},
-        {"error": "unsupported Content-Type"},
-        BadRequestError,
-        "unsupported",
-        "r415",
-    ),
-    (422, {"x-request-id": "r422"}, {"detail": "unprocessable"}, BadRequestError, "unprocessable", "r422"),
-    (500, {"x-request-id": "r500"}, {"error": "internal error"}, ServerError, "internal error", "r500"),
-    (
-        429,
-        {"x-amzn-requestid": "gw429"},
-        {"message": "Too Many Requests"},
-        RateLimitError,
-        "Too Many Requests",
-        "gw429",
-    ),
-    (
-        502,
-        {"x-amzn-requestid": "gw502"},
-        {"message": "Internal server error"},
-        ServerError,
-        "Internal server",
-        "gw502",
-    ),
-    (503, {"x-request-id": "r503"}, {"error": "no model is loaded"}, ServerError, "no model", "r503"),
-    (
-        504,
-        {"x-amzn-requestid": "gw504"},
-        {"message": "Endpoint request timed out"},
-        ServerError,
-        "timed out",
-        "gw504",
-    ),
-]
+from onnxfn.client import APIConnectionError, APITimeoutError, RateLimitError, RetryPolicy, ServerError
+from onnxfn.client._retry import Send, Sleep, attempts, parse_retry_after
+from onnxfn.client._transports import Request, Response
 
 
-@pytest.mark.parametrize(
-    ("status", "headers", "body", "exc", "text", "rid"), ERRORS, ids=[str(e[0]) for e in ERRORS]
-)
-def test_each_status_maps_to_its_exception(stub, status, headers, body, exc, text, rid):
-    payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    s = stub(lambda seen, n: (status, headers, payload))
-    retryable = status in (429, 502, 503, 504)
-    policy = RetryPolicy(max_retries=2 if retryable else 4, backoff_base=0.01)
-    with Client(s.url, retry=policy) as c:
-        with pytest.raises(exc) as info:
-            c.predict(PNG)
-    err = info.value
-    assert isinstance(err, APIError) and isinstance(err, OnnxfnError)
-    assert err.status == status and err.request_id == rid and text in err.error
-    message = str(err)
-    assert str(status) in message and rid in message and text in message
-    # 4xx (and 500) are sent exactly once; 429/502/503/504 are retried
-    assert len(s.seen) == (3 if retryable else 1)
-    assert err.attempts == len(s.seen)
+def _request() -> Request:
+    return Request("POST", "/predict", None, {"idempotency-key": "k1"}, b"x")
 
 
-def test_400_is_sent_exactly_once_with_default_retries(stub):
-    s = stub(lambda seen, n: (400, {}, b'{"error": "bad"}'))
-    with Client(s.url) as c, pytest.raises(BadRequestError):
-        c.predict(PNG)
-    assert len(s.seen) == 1
+def _start(policy: RetryPolicy, *, timeout: float | None = 30.0, deadline: float | None = 10.0):
+    flow = attempts(_request(), policy=policy, timeout=timeout, deadline=deadline, url="http://h/predict")
+    return flow, next(flow)
 
 
-def test_retries_keep_the_idempotency_key_and_log_each_attempt(stub):
-    script = [
-        (503, {"retry-after-ms": "20"}, b'{"error": "not ready"}'),
-        (502, {}, b'{"message": "Internal server error"}'),
-        (504, {}, b'{"message": "Endpoint request timed out"}'),
-        (429, {"retry-after": "0"}, b'{"message": "Too Many Requests"}'),
-        (200, {}, OK_PREDICTION),
-    ]
-    s = stub(lambda seen, n: script[n] if n < len(script) else (200, {}, OK_PREDICTION))
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("onnxfn.client")  # the runtime may own the "onnxfn" logger's propagation
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        with Client(s.url, retry=RetryPolicy(max_retries=4, backoff_base=0.02)) as c:
-            p = c.predict(PNG)
-            assert p.label == "7"
-            c.predict(PNG)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    keys = [seen.headers["idempotency-key"] for seen in s.seen]
-    assert len(s.seen) == 6 and len(set(keys[:5])) == 1 and keys[5] != keys[0]
-    attempts = [r.getMessage() for r in records if " attempt " in r.getMessage()]
-    assert len(attempts) == 6
-    assert (
-        "attempt 1/5 -> 503" in attempts[0] and "attempt 5/5 -> 200" in attempts[4] and keys[0] in attempts[0]
-    )
+def test_a_2xx_ends_the_flow_with_its_response():
+    flow, step = _start(RetryPolicy())
+    assert isinstance(step, Send) and step.request.headers["idempotency-key"] == "k1"
+    assert 9.9 < step.timeout <= 10.0  # the attempt timeout is cut to the deadline
+    with pytest.raises(StopIteration) as done:
+        flow.send(Response(200, {}, b"{}"))
+    assert done.value.value.status == 200
 
 
-def test_gives_up_after_max_retries(stub):
-    s = stub(lambda seen, n: (503, {"retry-after-ms": "1"}, b'{"error": "busy"}'))
-    with Client(s.url, max_retries=3) as c, pytest.raises(ServerError, match="after 4 attempts") as info:
-        c.predict(PNG)
-    assert len(s.seen) == 4 and info.value.attempts == 4
+def test_answers_count_against_max_retries_and_honour_retry_after():
+    flow, _ = _start(RetryPolicy(max_retries=2, backoff_base=0.5))
+    wait = flow.send(Response(429, {"retry-after": "1"}, b"{}"))
+    assert isinstance(wait, Sleep) and 1.0 <= wait.seconds <= 1.1
+    assert isinstance(next(flow), Send)
+    wait = flow.send(Response(503, {}, b"{}"))
+    assert isinstance(wait, Sleep) and 0 <= wait.seconds <= 1.0  # full jitter, second retry: cap 1 s
+    next(flow)
+    with pytest.raises(ServerError, match="after 3 attempts") as info:
+        flow.send(Response(502, {"x-request-id": "r9"}, b'{"error": "down"}'))
+    assert info.value.attempts == 3 and info.value.idempotency_key == "k1" and info.value.request_id == "r9"
 
 
-def test_retry_after_seconds_is_honoured(stub):
-    s = stub(lambda seen, n: (429, {"retry-after": "2"}, b"{}") if n == 0 else (200, {}, OK_PREDICTION))
-    with Client(s.url) as c:
-        assert c.predict(PNG).label == "7"
-    gap = s.seen[1].at - s.seen[0].at
-    assert 2.0 <= gap <= 2.5, gap
+def test_other_statuses_are_never_retried():
+    for status in (400, 401, 403, 404, 413, 422, 500):
+        flow, _ = _start(RetryPolicy(max_retries=5))
+        with pytest.raises(Exception) as info:
+            flow.send(Response(status, {}, b"{}"))
+        assert info.value.status == status and info.value.attempts == 1
 
 
-def test_retry_after_above_the_cap_raises_at_once(stub):
-    s = stub(lambda seen, n: (429, {"retry-after": "3600"}, b'{"message": "slow down"}'))
-    started = time.monotonic()
-    with Client(s.url) as c, pytest.raises(RateLimitError, match="3600") as info:
-        c.predict(PNG)
-    assert len(s.seen) == 1 and time.monotonic() - started < 1.0
-    assert info.value.headers["retry-after"] == "3600"
+def test_connection_failures_retry_until_the_deadline_not_max_retries():
+    flow, _ = _start(RetryPolicy(max_retries=1, backoff_base=0.001, backoff_max=0.001), deadline=0.5)
+    started, count = time.monotonic(), 1
+    with pytest.raises(APIConnectionError) as info:
+        while True:
+            step = flow.throw(APIConnectionError("connection refused"))
+            assert isinstance(step, Sleep)
+            time.sleep(step.seconds)
+            step = next(flow)
+            assert isinstance(step, Send) and step.timeout <= 0.5
+            count += 1
+    assert count > 10 and info.value.attempts == count and time.monotonic() - started < 1.0
+    assert "within the 0.5 s deadline" in str(info.value) and info.value.idempotency_key == "k1"
 
 
-def test_retry_after_longer_than_the_deadline_raises_at_once(stub):
-    s = stub(lambda seen, n: (503, {"retry-after": "5"}, b'{"error": "busy"}'))
-    started = time.monotonic()
-    with Client(s.url, deadline=2) as c, pytest.raises(ServerError):
-        c.predict(PNG)
-    assert len(s.seen) == 1 and time.monotonic() - started < 1.0
+def test_without_a_deadline_max_retries_bounds_connection_failures_too():
+    flow, _ = _start(RetryPolicy(max_retries=2, backoff_base=0.0), deadline=None)
+    assert isinstance(flow.throw(APITimeoutError("slow")), Sleep)
+    next(flow)
+    assert isinstance(flow.throw(APITimeoutError("slow")), Sleep)
+    next(flow)
+    with pytest.raises(APITimeoutError, match="gave up after 3 attempts"):
+        flow.throw(APITimeoutError("slow"))
+
+
+def test_max_retries_zero_and_unretryable_connection_errors_raise_at_once():
+    flow, _ = _start(RetryPolicy(max_retries=0))
+    with pytest.raises(APIConnectionError):
+        flow.throw(APIConnectionError("refused"))
+    flow, _ = _start(RetryPolicy())
+    with pytest.raises(APIConnectionError, match="TLS"):
+        flow.throw(APIConnectionError("TLS error", retryable=False))
+
+
+def test_a_server_wait_past_the_cap_or_the_deadline_raises_at_once():
+    flow, _ = _start(RetryPolicy(max_retry_after=30))
+    with pytest.raises(RateLimitError, match="above the max_retry_after"):
+        flow.send(Response(429, {"retry-after": "60"}, b"{}"))
+    flow, _ = _start(RetryPolicy(), deadline=2.0)
+    with pytest.raises(ServerError):
+        flow.send(Response(503, {"retry-after": "5"}, b"{}"))
+
+
+def test_a_jittered_wait_is_cut_to_fit_one_more_attempt():
+    flow, _ = _start(RetryPolicy(backoff_base=100, backoff_max=100), deadline=1.0)
+    random.seed(1)
+    wait = flow.throw(APIConnectionError("reset"))
+    assert isinstance(wait, Sleep) and wait.seconds < 1.0
 
 
 def test_parse_retry_after():
@@ -246,65 +124,3 @@ def test_backoff_is_full_jitter_and_capped():
         assert 0 <= min(waits) and max(waits) <= cap
         assert max(waits) > 0.8 * cap and min(waits) < 0.2 * cap  # spread over [0, cap]
     assert 2.0 <= policy.honoured_wait(2.0, rng) <= 2.2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_dead_server_fails_with_connection_error_by_the_deadline():
-    url = f"http://127.0.0.1:{_free_port()}"
-    started = time.monotonic()
-    with Client(url, deadline=2.0, max_retries=50) as c, pytest.raises(APIConnectionError) as info:
-        c.predict(PNG)
-    elapsed = time.monotonic() - started
-    assert elapsed <= 2.5, elapsed
-    assert not isinstance(info.value, APITimeoutError)
-    assert info.value.attempts > 1 and "refused" in str(info.value).lower()
-
-
-@pytest.fixture
-def hanging_server():
-    """Accepts connections, reads the request, never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    conns: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            conns.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}", conns
-    stop.set()
-    thread.join(2)
-    for conn in conns:
-        conn.close()
-    listener.close()
-
-
-@pytest.mark.slow
-def test_hanging_server_times_out_within_the_deadline(hanging_server):
-    url, conns = hanging_server
-    started = time.monotonic()
-    with Client(url, timeout=2, deadline=10) as c, pytest.raises(APITimeoutError) as info:
-        c.predict(PNG)
-    elapsed = time.monotonic() - started
-    assert elapsed <= 10.5, elapsed
-    assert info.value.attempts >= 3 and len(conns) == info.value.attempts
-    assert "deadline" in str(info.value) or "2 s" in str(info.value)
-
-
-def test_server_echoes_the_idempotency_key(client):
-    resp = client.request("GET", "/v2/models/digits")
-    assert resp.status == 200 and resp.headers["idempotency-key"] and resp.headers["x-request-id"]

@@ -9,9 +9,10 @@ import botocore.auth
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from client_helpers import OK_PREDICTION
 from onnxfn.client import Client, RetryPolicy, SigV4Auth
 from onnxfn.client._auth import service_region_from_url
+
+from .helpers import OK_PREDICTION, call
 
 CREDS = ("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token-123")
 WHEN = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
@@ -77,8 +78,10 @@ def test_service_and_region_from_url():
     assert service_region_from_url("https://api.example.com/") == (None, None)
 
 
-def test_each_attempt_is_signed_anew(stub, monkeypatch):
-    """Through requests, with a 503 first: both attempts carry valid, fresh signatures (botocore agrees)."""
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_each_attempt_is_signed_anew(stub, monkeypatch, kind):
+    """Through requests (and aiohttp), with a 503 first: both attempts carry valid, fresh signatures
+    (botocore agrees)."""
     s = stub(
         lambda seen, n: (
             (503, {"retry-after-ms": "10"}, b'{"error": "busy"}') if n == 0 else (200, {}, OK_PREDICTION)
@@ -87,8 +90,8 @@ def test_each_attempt_is_signed_anew(stub, monkeypatch):
     ticks = iter([WHEN, WHEN + dt.timedelta(seconds=1)])
     auth = SigV4Auth(credentials=CREDS, region="eu-west-1", service="execute-api")
     auth._now = lambda: next(ticks)
-    with Client(s.url, auth=auth, api_key="k", retry=RetryPolicy(max_retries=2, backoff_base=0.01)) as c:
-        assert c.predict(b"\x89PNG\r\n\x1a\nxx").label == "7"
+    settings = {"auth": auth, "api_key": "k", "retry": RetryPolicy(max_retries=2, backoff_base=0.01)}
+    assert call(kind, s.url, settings, "predict", b"\x89PNG\r\n\x1a\nxx").label == "7"
     assert len(s.seen) == 2
     dates = [seen.headers["x-amz-date"] for seen in s.seen]
     assert dates == ["20260304T050607Z", "20260304T050608Z"]

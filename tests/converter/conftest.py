@@ -45,6 +45,7 @@ def cnn_keras(digits, keras_dir, keras_seed) -> Path:
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(0)  # the same model whichever tests ran before in the session
     x_train, _, y_train, _ = digits
     model = keras.Sequential(
         [
@@ -75,6 +76,7 @@ def mlp_keras(digits, keras_dir, keras_seed) -> Path:
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(0)  # the same model whichever tests ran before in the session
     x_train, _, y_train, _ = digits
     model = keras.Sequential(
         [
@@ -132,6 +134,7 @@ def lstm_bundle(text_corpus, keras_dir, keras_seed):
     from keras import layers
     from onnxfn.converter import text_preprocess
 
+    keras.utils.set_random_seed(0)  # the same model whichever tests ran before in the session
     train_texts, train_y, *_ = text_corpus
     vectorizer = layers.TextVectorization(max_tokens=400, output_mode="int", output_sequence_length=MAX_LEN)
     vectorizer.adapt(train_texts)
@@ -157,6 +160,7 @@ def bow_bundle(text_corpus, keras_dir, keras_seed):
     from keras import layers
     from onnxfn.converter import text_preprocess
 
+    keras.utils.set_random_seed(0)  # the same model whichever tests ran before in the session
     train_texts, train_y, *_ = text_corpus
     vectorizer = layers.TextVectorization(max_tokens=600, output_mode="tf_idf", ngrams=2)
     vectorizer.adapt(train_texts)

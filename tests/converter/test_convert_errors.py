@@ -41,6 +41,7 @@ def test_preprocess_flag_accepts_known_keys_and_presets(text, expected):
         ("{scale: 0.5}", ["--preprocess is not valid JSON"]),
         ("[1, 2]", ["--preprocess must be a JSON object", "list"]),
         ('"bgr"', ["--preprocess preset 'bgr' is unknown", "caffe"]),
+        ('{"inputs": {"image": {"sclae": 1}}}', ["--preprocess \"inputs\" 'image'", "did you mean 'scale'"]),
     ],
 )
 def test_preprocess_flag_refuses_bad_values(text, needles):
@@ -88,13 +89,3 @@ def test_channels_first_data_gets_transpose_advice(tmp_path):
         calibration=nchw.transpose(0, 2, 3, 1),
         runs=2,
     )
-
-
-def test_cli_preset_name_is_a_clear_error_until_presets_exist(tmp_path, capsys):
-    """The flag accepts preset names; until the converter implements presets, using one is a clear error
-    (not a TypeError). Whoever implements presets replaces this test with real ones."""
-    model = tmp_path / "model.keras"
-    model.write_bytes(b"not read")
-    code = main(["convert", str(model), "-o", str(tmp_path / "m.onnx"), "--preprocess", "caffe"])
-    err = capsys.readouterr().err
-    assert code == 2 and "preset 'caffe'" in err and "Traceback" not in err

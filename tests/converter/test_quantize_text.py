@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from converter_data import MAX_LEN
+from models import first_output
 from onnxfn.converter import quantize, text_preprocess
 from onnxfn.runtime import load_models
 from onnxfn.runtime.preprocess import TextPreprocessor
@@ -67,9 +68,10 @@ def test_lstm_text_classifier_dynamic_int8(lstm_bundle, lstm_onnx, text_corpus, 
 
     # fp32: raw text through the runtime == Keras (TextVectorization + model).
     served = load_models(lstm_onnx).get("lstm")
-    np.testing.assert_allclose(served.predict(test_texts[:50]), keras_scores[:50], atol=1e-5)
+    np.testing.assert_allclose(first_output(served, test_texts[:50]), keras_scores[:50], atol=1e-5)
     assert (
-        served.classify(served.predict(["the striker scored a goal in the final"]))[0][0]["label"] == "sports"
+        served.classify(first_output(served, ["the striker scored a goal in the final"]))[0][0]["label"]
+        == "sports"
     )
 
     out = tmp_path / "models" / "lstm.onnx"
@@ -88,8 +90,11 @@ def test_lstm_text_classifier_dynamic_int8(lstm_bundle, lstm_onnx, text_corpus, 
     quantized = load_models(out.parent).get("lstm")
     assert quantized.metadata.preprocess == json.loads(json.dumps(spec))  # vocab, max_len... travelled along
     assert quantized.metadata.quantization["mode"] == "dynamic"
-    scores = quantized.predict(test_texts[:32])  # batch 32
-    assert scores.shape == (32, len(names)) and quantized.predict(test_texts[:1]).shape == (1, len(names))
+    scores = first_output(quantized, test_texts[:32])  # batch 32
+    assert scores.shape == (32, len(names)) and first_output(quantized, test_texts[:1]).shape == (
+        1,
+        len(names),
+    )
     assert np.mean(scores.argmax(1) == keras_scores[:32].argmax(1)) >= 0.9
 
     # fp16 of a Keras LSTM graph loads and agrees (onnxconverter-common's Cast retyping is worked around).
@@ -105,7 +110,7 @@ def test_bow_tfidf_text_classifier_dynamic_and_static(bow_bundle, bow_onnx, text
     assert np.mean(keras_scores.argmax(1) == test_y) > 0.85
 
     served = load_models(bow_onnx).get("bow")
-    np.testing.assert_allclose(served.predict(test_texts[:50]), keras_scores[:50], atol=1e-5)
+    np.testing.assert_allclose(first_output(served, test_texts[:50]), keras_scores[:50], atol=1e-5)
 
     report = quantize(
         bow_onnx, tmp_path / "dyn" / "bow.onnx", mode="dynamic", eval_data=(test_texts, test_y), runs=2
@@ -114,7 +119,7 @@ def test_bow_tfidf_text_classifier_dynamic_and_static(bow_bundle, bow_onnx, text
     assert v.quantized_ops == {"MatMul": 2} and v.agreement >= 0.97
     assert v.size_bytes < 0.4 * report.baseline.size_bytes
     quantized = load_models(tmp_path / "dyn").get("bow")
-    top = [row[0]["label"] for row in quantized.classify(quantized.predict(test_texts[:40]))]
+    top = [row[0]["label"] for row in quantized.classify(first_output(quantized, test_texts[:40]))]
     assert np.mean(np.asarray([names.index(t) for t in top]) == keras_scores[:40].argmax(1)) >= 0.95
 
     # Static int8 calibrated from a plain .txt file (one text per line), vectorised by the runtime's code.
@@ -123,5 +128,7 @@ def test_bow_tfidf_text_classifier_dynamic_and_static(bow_bundle, bow_onnx, text
     report = quantize(
         bow_onnx, tmp_path / "static" / "bow.onnx", mode="static", calibration=txt, runs=2, progress=False
     )
-    assert report.calibration_samples == 200 and report.eval_source == "calibration"
+    # No eval data: a quarter of the texts is held out (never calibrated on) and measured on.
+    assert report.calibration_samples == 150 and report.eval_source == "held-out calibration"
+    assert report.eval_samples == 50
     assert report.variant("static").agreement >= 0.97

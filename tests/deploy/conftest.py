@@ -47,6 +47,14 @@ def local_bundle(deploy_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def onnxfn_wheel(tmp_path_factory) -> Path:
+    """The onnxfn wheel of this checkout, built once: later builds in the session take it (``--wheel``)."""
+    from onnxfn._bundle._wheel import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
 def unpacked_bundle(local_bundle, tmp_path_factory) -> Path:
     from onnxfn._bundle import unpack
 
@@ -56,7 +64,7 @@ def unpacked_bundle(local_bundle, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """``npm ci`` from the committed lockfile when node_modules is missing (CI starts from a clean clone)."""
-    from onnxfn._bundle import ensure_node_modules
+    from onnxfn._bundle._offline import ensure_node_modules
 
     ensure_node_modules(ROOT)
     return ROOT / "node_modules"
@@ -65,7 +73,7 @@ def node_modules() -> Path:
 @pytest.fixture(scope="session")
 def offline_service(local_bundle, node_modules, tmp_path_factory):
     """(service dir, env) for osls: this repo's serverless.yml, the local bundle unpacked as the code."""
-    from onnxfn._bundle import prepare_offline
+    from onnxfn._bundle._offline import prepare_offline
 
     service, env = prepare_offline(local_bundle.path, tmp_path_factory.mktemp("offline"), repo=ROOT)
     for name in [k for k in env if k.startswith("AWS_") and k not in ("AWS_EC2_METADATA_DISABLED",)]:
@@ -78,7 +86,7 @@ def offline_service(local_bundle, node_modules, tmp_path_factory):
 @pytest.fixture(scope="session")
 def offline_url(offline_service):
     """serverless-offline on 127.0.0.1 (free ports), running the handler from the unzipped bundle."""
-    from onnxfn._bundle import offline_command
+    from onnxfn._bundle._offline import offline_command
 
     service, env = offline_service
     http_port, lambda_port = free_port(), free_port()

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 API_KEY = "offline-test-key-3f9a"  # serverless-offline runs with its sha256 in ONNXFN_API_KEY_HASHES
 
@@ -32,3 +34,35 @@ def run_probe(
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def big_tensor_model(path: Path, mib: int, seed: int = 0) -> np.ndarray:
+    """A valid ``tensor`` model of about ``mib`` MiB that does not compress (random float32 weights):
+    ``y = sum(x @ W, axis=1)`` for ``x`` of shape (batch, 4). Returns ``W.sum(axis=1)``: ``y = x @ that``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxfn.runtime import ModelMetadata
+
+    columns = mib * 1024 * 1024 // (4 * 4)
+    weights = np.random.default_rng(seed).standard_normal((4, columns)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "W"], ["wide"]),
+            helper.make_node("ReduceSum", ["wide", "axes"], ["output"], keepdims=1),
+        ],
+        "big_tensor",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnxfn-tests"
+    )
+    model.ir_version = 8
+    ModelMetadata(task="tensor", source={"trainer": "random weights (a size test)"}).write(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return weights.astype(np.float64).sum(axis=1)

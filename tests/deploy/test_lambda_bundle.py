@@ -102,6 +102,31 @@ def test_package_metadata_is_enough_for_importlib_metadata(unpacked_bundle):
     assert len(out.splitlines()) == 10
 
 
+def test_every_onnxfn_module_in_the_bundle_imports_from_the_bundle_alone(unpacked_bundle, tmp_path):
+    """Each onnxfn module shipped (the runtime, the wire codec, ...) imports in ``python -I -S`` with only
+    the bundle on sys.path, and everything of onnxfn it pulls in comes from the bundle."""
+    files = sorted((unpacked_bundle / "onnxfn").rglob("*.py"))
+    modules = [".".join(f.relative_to(unpacked_bundle).with_suffix("").parts) for f in files]
+    modules = [m.removesuffix(".__init__") for m in modules]
+    assert {"onnxfn._wire", "onnxfn.runtime.aws", "onnxfn.runtime.serve"} <= set(modules)
+    code = (
+        "import importlib, json, sys\n"
+        "sys.path[:] = [sys.argv[1]] + [p for p in sys.path if 'site-packages' not in p]\n"
+        "for name in sys.argv[2:]: importlib.import_module(name)\n"
+        "print(json.dumps({n: getattr(m, '__file__', '') for n, m in sys.modules.items() if n.startswith('onnxfn')}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "ONNXFN_"))}
+    env.update(ONNXFN_MODEL_DIR=str(unpacked_bundle / "models"), PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", code, str(unpacked_bundle), *modules],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert set(modules) <= set(loaded)
+    assert all(path.startswith(str(unpacked_bundle)) for path in loaded.values()), loaded
+
+
 def test_handler_is_not_importable_without_the_bundle(tmp_path):
     """The isolation is real: the same interpreter flags without the bundle cannot import the handler."""
     code = (
@@ -127,7 +152,7 @@ def test_models_load_from_lambda_task_root(unpacked_bundle, events, tmp_path):
 
 
 def test_models_from_s3_bundle_serves_models_downloaded_at_init(
-    deploy_models, events, moto_server, lambda_runtime_dir, tmp_path
+    deploy_models, events, moto_server, lambda_runtime_dir, onnxfn_wheel, tmp_path
 ):
     """``--models-from s3://…``: no models in the zip; the handler fetches them at init (boto3 from the
     Lambda runtime, not the bundle) and answers like the bundle with models inside."""
@@ -139,8 +164,9 @@ def test_models_from_s3_bundle_serves_models_downloaded_at_init(
 
     arch, python = local_target()
     report = build_bundle(
-        None, tmp_path / "dist", arch=arch, python=python, models_from="s3://models/prod/", log=lambda m: None
-    )
+        None, tmp_path / "dist", arch=arch, python=python, models_from="s3://models/prod/",
+        wheel=onnxfn_wheel, log=lambda m: None,
+    )  # fmt: skip
     names = zipfile.ZipFile(report.path).namelist()
     assert not [n for n in names if n.startswith("models/")]
     assert not [n for n in names if n.split("/")[0] in ("boto3", "botocore")]

@@ -57,6 +57,8 @@ def test_package_has_the_function_for_python312_arm64(template):
     assert props["MemorySize"] == 1769
     assert props["Timeout"] < 30  # under the HTTP API's hard 30 s
     assert props["Code"]["S3Key"].endswith("/onnxfn-lambda.zip")
+    assert props.get("Layers", []) == []  # a plain bundle: no layer (test_layer.py: --layer)
+    assert not [r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::LayerVersion"]
     variables = props["Environment"]["Variables"]
     assert int(variables["ONNXFN_REQUEST_TIMEOUT"]) < props["Timeout"]
     assert variables["ONNXFN_MODEL_DIR"] == ""  # $LAMBDA_TASK_ROOT/models, inside the bundle

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from models import digit_png
+from models import digit_png, first_output
 from onnxfn.client import Client
 from onnxfn.runtime import load_models, write_manifest
 from servers import ROOT, free_port, onnxfn_serve, wait_ready
@@ -127,7 +127,9 @@ def test_server_killed_and_restarted_mid_batch_loses_nothing(digits_dir, digits_
     _, x_test, _, _ = digits_data
     images = [digit_png(img) for img in x_test] * 8  # 3,600 items, ~900 requests: seconds of work
     model = load_models(digits_model).get(None)
-    expected = [max(p, key=lambda q: q["score"])["label"] for p in model.classify(model.predict(images))]
+    expected = [
+        max(p, key=lambda q: q["score"])["label"] for p in model.classify(first_output(model, images))
+    ]
     port = free_port()
     proc = _start(digits_dir, port)
     state = {"proc": proc, "killed_at": None}

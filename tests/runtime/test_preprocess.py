@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import numpy as np
 import pytest
-from models import png_header_only
-from onnxfn.runtime import BadRequest
+from models import _save, png_header_only
+from onnxfn.runtime import BadRequest, load_models
+from onnxfn.runtime._dataplane import Call, DataPlane
 from onnxfn.runtime.preprocess import ImagePreprocessor, TextPreprocessor, check_tensor, sniff_image
 from PIL import Image
 
@@ -123,3 +126,155 @@ def test_check_tensor_rejects_ragged_nan_and_fractions():
     with pytest.raises(BadRequest, match="integers"):
         check_tensor([[1.5, 1]], name="x", dtype=np.int64, shape=("n", 2))
     assert check_tensor([[1, 2]], name="x", dtype=np.float32, shape=(-1, 2)).dtype == np.float32
+
+
+def blocks(w=40, h=20) -> Image.Image:
+    """Left half red, right half blue, with a 2-pixel green frame: geometry is easy to read back."""
+    pixels = np.zeros((h, w, 3), np.uint8)
+    pixels[:, : w // 2, 0] = 200
+    pixels[:, w // 2 :, 2] = 200
+    pixels[:2, :, 1] = pixels[-2:, :, 1] = pixels[:, :2, 1] = pixels[:, -2:, 1] = 255
+    return Image.fromarray(pixels, "RGB")
+
+
+def test_bgr_reverses_channels_and_takes_mean_in_bgr_order():
+    data = encode(blocks(), "PNG")
+    spec = {"size": [20, 40], "scale": 1.0}
+    rgb = ImagePreprocessor({**spec, "color": "RGB"})([data])[0]
+    bgr = ImagePreprocessor({**spec, "color": "BGR", "mean": [103.939, 116.779, 123.68]})([data])[0]
+    np.testing.assert_allclose(bgr, rgb[:, :, ::-1] - np.float32([103.939, 116.779, 123.68]), atol=1e-4)
+    assert ImagePreprocessor({**spec, "color": "bgr"}).color == "BGR"
+
+
+def test_crop_is_the_imagenet_centre_crop():
+    image = blocks(64, 48)
+    out = ImagePreprocessor({"size": [21, 21], "resize": "crop", "scale": 1.0})([encode(image, "PNG")])[0]
+    # shorter side 48 -> int(21 / 0.875) = 24, longer 64 -> 32; centre 21x21 of that (offsets 5, 1)
+    resized = np.asarray(image.resize((32, 24), Image.Resampling.BILINEAR), np.float32)
+    np.testing.assert_array_equal(out, resized[1:22, 5:26])
+    assert out[:, :, 1].max() < 255  # the green frame is cropped away
+    half = ImagePreprocessor({"size": [21, 21], "resize": "crop", "crop_ratio": 1.0, "scale": 1.0})
+    assert half([encode(image, "PNG")]).shape == (1, 21, 21, 3)
+
+
+def test_pad_letterboxes_with_pad_value():
+    image = blocks(40, 20)
+    pre = ImagePreprocessor({"size": [20, 20], "resize": "pad", "pad_value": 114, "scale": 1.0})
+    out = pre([encode(image, "PNG")])[0]
+    assert out.shape == (20, 20, 3)
+    np.testing.assert_array_equal(out[:5], 114)  # 40x20 fits as 20x10: 5 rows of padding above
+    np.testing.assert_array_equal(out[15:], 114)  # and 5 below
+    resized = np.asarray(image.resize((20, 10), Image.Resampling.BILINEAR), np.float32)
+    np.testing.assert_array_equal(out[5:15], resized)
+    grey = ImagePreprocessor({"size": [20, 20], "resize": "pad", "pad_value": 7, "color": "L", "scale": 1.0})
+    assert grey([encode(image, "PNG")])[0, 0, 0, 0] == 7
+
+
+def test_size_null_keeps_each_image_and_refuses_mixed_sizes():
+    pre = ImagePreprocessor({"size": None, "scale": 1.0})
+    a, b = encode(blocks(40, 20), "PNG"), encode(blocks(30, 30), "PNG")
+    assert pre([a, a]).shape == (2, 20, 40, 3)
+    np.testing.assert_array_equal(pre([a])[0], np.asarray(blocks(40, 20), np.float32))
+    with pytest.raises(BadRequest, match=r"own size.*\(got 30x30, 40x20\).*separate requests"):
+        pre([a, b])
+    assert ImagePreprocessor({"scale": 1.0}).size is None  # no size at all: the same
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"size": [8, 8], "color": "CMYK"}, "color must be one of L, RGB, BGR"),
+        ({"size": [8, 8], "resize": "squash"}, "resize must be one of stretch, crop, pad"),
+        ({"size": [8, 8], "resize": "crop", "crop_ratio": 1.5}, "crop_ratio must be in (0, 1]"),
+        ({"size": [8, 8], "resize": "pad", "pad_value": 300}, "pad_value must be a pixel value"),
+        ({"size": None, "resize": "crop"}, "resize 'crop' needs a size"),
+        ({"size": [0, 8]}, "size must be positive"),
+        ({"size": "big"}, "size must be [H, W] or null"),
+    ],
+)
+def test_bad_image_specs_are_refused(spec, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        ImagePreprocessor(spec)
+
+
+def three_inputs_model(path):
+    """An ONNX graph with an image, a text and a numeric input; output_0 = [mean pixel, sum of token ids,
+    sum of features] per row (so each input's preprocessing is visible in the answer), output_1 = its softmax."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxfn.runtime import ModelMetadata
+
+    f = TensorProto.FLOAT
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m1"]),
+        helper.make_node("Cast", ["tokens"], ["tf"], to=f),
+        helper.make_node("ReduceSum", ["tf", "axes"], ["t1"], keepdims=1),
+        helper.make_node("ReduceSum", ["features", "axes"], ["f1"], keepdims=1),
+        helper.make_node("Concat", ["m1", "t1", "f1"], ["output_0"], axis=1),
+        helper.make_node("Softmax", ["output_0"], ["output_1"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "three_inputs",
+        [
+            helper.make_tensor_value_info("image", f, ["batch", 4, 4, 3]),
+            helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", 5]),
+            helper.make_tensor_value_info("features", f, ["batch", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("output_0", f, ["batch", 3]),
+            helper.make_tensor_value_info("output_1", f, ["batch", 3]),
+        ],
+        initializer=[axes],
+    )
+    metadata = ModelMetadata(
+        task="image-classification",
+        labels=["image", "tokens", "features"],
+        preprocess={
+            "inputs": {
+                "image": {"size": [4, 4], "color": "BGR", "scale": 1.0, "mean": [0, 0, 0]},
+                "tokens": {"vocab": ["", "[UNK]", "hello", "world"], "max_len": 5},
+                "features": None,
+            }
+        },
+    )
+    return _save(graph, metadata, path)
+
+
+def test_each_input_gets_its_own_preprocessing_through_the_data_plane(tmp_path):
+    import base64
+
+    from onnxfn.client import BadRequestError, Client
+
+    path = three_inputs_model(tmp_path / "three.onnx")
+    picture = encode(Image.new("RGB", (8, 6), (30, 60, 90)), "PNG")
+    with Client.local(path) as client:
+        got = client.predict(
+            {"image": picture, "tokens": "Hello world, hello!", "features": [1.5, 2.0]}, top_k=3
+        )
+        scores = {c.label: c.score for c in got.top_k}
+        assert scores == pytest.approx({"image": 60.0, "tokens": 2 + 3 + 2, "features": 3.5})
+        # The JSON form as a user writes it, and the answer names the output it classified.
+        body = json.dumps(
+            {
+                "instances": [
+                    {"image": base64.b64encode(picture).decode(), "tokens": "world", "features": [0, 1]}
+                ]
+            }
+        ).encode()
+        dataplane = DataPlane(load_models(path))
+        reply = dataplane.handle("predict", Call(headers={"content-type": "application/json"}, body=body))
+        answer = json.loads(reply.body)
+        assert answer["output"] == "output_0" and answer["predictions"][0][0] == {
+            "label": "image",
+            "index": 0,
+            "score": pytest.approx(60.0),
+        }
+        for instance, fragment in [
+            ({"image": picture, "tokens": 3, "features": [1, 2]}, "input 'tokens' is text"),
+            ({"image": "hello", "tokens": "a", "features": [1, 2]}, "input 'image'"),
+            ({"image": picture, "tokens": "a", "features": [[1, 2]]}, "input 'features' has shape"),
+        ]:
+            with pytest.raises(BadRequestError, match=re.escape(fragment)):
+                client.predict(instance)

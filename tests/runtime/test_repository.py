@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from models import digits_logreg
+from models import digits_logreg, first_output
 from onnxfn.runtime import NotFound, load_models, write_manifest
 from onnxfn.runtime._settings import Settings, default_threads
 
@@ -113,7 +113,7 @@ def test_s3_source_downloads_once_and_verifies(moto_server, two_models, tmp_path
     repo = load_models("s3://models/prod/", cache_dir=cache)
     assert sorted(repo.models) == ["a", "b"]
     assert repo.get("a").sha256  # verified against the manifest that came with it
-    probs = repo.get("b").predict([np.zeros((8, 8, 1), np.float32)])
+    probs = first_output(repo.get("b"), [np.zeros((8, 8, 1), np.float32)])
     assert probs.shape == (1, 10)
     # Second load uses the cache: the bucket can even be gone.
     s3.delete_objects(

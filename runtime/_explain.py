@@ -1,0 +1,487 @@
+"""Gradient-free explanations: which pixels (occlusion, RISE) or which words (token occlusion) the answer
+rests on.
+
+Only the model's forward pass is used, so it works on any ONNX graph the runtime can run: int8
+(quantized) models, models without gradients, on Lambda, on CPU. Perturbed copies of the input are batched
+through onnxruntime; the cost is bounded by the number of masks (``ONNXFN_EXPLAIN_MASKS``), the masks per
+``session.run`` (``ONNXFN_EXPLAIN_BATCH``) and a time budget per request (``ONNXFN_EXPLAIN_BUDGET_S``).
+
+- ``occlusion`` (default): a grey window (0 in the model's input units: the mean colour for
+  mean/std-normalised models, black for 0..1 ones) slides over the image; a pixel's attribution is the
+  mean drop of the target's score over the windows covering it. Deterministic. The non-overlapping windows
+  run first, so when the budget runs out the map still covers the whole image, only coarser.
+- ``rise`` (Petsiuk et al., 2018): random smooth masks; attribution is the score-weighted mean of the masks.
+  Seeded, so the same input gets the same map. Stops early (fewer masks) when the budget runs out.
+- Text: each whitespace-separated word is removed in turn (groups of adjacent words when there are more
+  words than masks); a word's score is the drop of the target's score without it (negative: it spoke
+  against the target).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._errors import BadRequest, PayloadTooLarge
+from ._image import IMAGE_FORMATS, ImagePreprocessor
+from ._model import Model
+from ._text import TextPreprocessor
+
+__all__ = [
+    "IMAGE_METHODS",
+    "ExplainSettings",
+    "check_options",
+    "explain_options",
+    "explain_payload",
+    "overlay_png",
+]
+
+IMAGE_METHODS = ("occlusion", "rise")
+TEXT_METHODS = ("occlusion",)
+_WORDS = re.compile(r"[ \t\n\r\f\v]+")  # the split TextPreprocessor uses (ASCII whitespace only)
+OVERLAY_MAX_SIDE = 320  # overlay PNGs are for looking at: a few tens of KB, not the original's size
+OVERLAY_MIN_SIDE = 224
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} must be a positive whole number")
+    return int(raw)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={raw!r} must be a positive number of seconds")
+    return value
+
+
+@dataclass
+class ExplainSettings:
+    """Bounds on the cost of one ``:explain`` request (``ONNXFN_EXPLAIN_*``; docs/runtime.md)."""
+
+    method: str = "occlusion"  # ONNXFN_EXPLAIN_METHOD: the image method when the request names none
+    masks: int = 256  # ONNXFN_EXPLAIN_MASKS: most perturbed inputs per instance (windows, masks, words)
+    batch: int = 32  # ONNXFN_EXPLAIN_BATCH: perturbed inputs per session.run
+    budget: float = 10.0  # ONNXFN_EXPLAIN_BUDGET_S: seconds per request (under Lambda's 29 s API limit)
+    max_instances: int = 4  # ONNXFN_EXPLAIN_MAX_INSTANCES: instances per request (413 above)
+    rise_cells: int = 7  # RISE's mask grid (cells per side)
+
+    @classmethod
+    def from_env(cls) -> ExplainSettings:
+        """Settings from the environment; a bad value raises ValueError at start-up, not per request."""
+        method = (os.environ.get("ONNXFN_EXPLAIN_METHOD") or "occlusion").strip().lower()
+        if method not in IMAGE_METHODS:
+            raise ValueError(f"ONNXFN_EXPLAIN_METHOD={method!r}: use one of {', '.join(IMAGE_METHODS)}")
+        return cls(
+            method=method,
+            masks=_env_int("ONNXFN_EXPLAIN_MASKS", 256),
+            batch=_env_int("ONNXFN_EXPLAIN_BATCH", 32),
+            budget=_env_float("ONNXFN_EXPLAIN_BUDGET_S", 10.0),
+            max_instances=_env_int("ONNXFN_EXPLAIN_MAX_INSTANCES", 4),
+        )
+
+
+# -- request options ---------------------------------------------------------------------------------------
+def explain_options(content_type: str, body: bytes, query: Any) -> tuple[str | int | None, str | None]:
+    """``target`` and ``method`` from a JSON body (already checked by ``parse_json``) or the query string."""
+    target: Any = query.get("target") if query is not None else None
+    method: Any = query.get("method") if query is not None else None
+    if (
+        content_type in ("application/json", "text/json")
+        or content_type.endswith("+json")
+        or (not content_type and body.lstrip()[:1] == b"{")
+    ):
+        payload = json.loads(body)
+        if "target" in payload and payload["target"] is not None:
+            target = payload["target"]
+        if "method" in payload and payload["method"] is not None:
+            method = payload["method"]
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
+        raise BadRequest('"target" must be a label (string) or a class index (integer)')
+    if method is not None and not isinstance(method, str):
+        raise BadRequest(f'"method" must be a string: one of {", ".join(IMAGE_METHODS)}')
+    return target, method
+
+
+def check_options(
+    model: Model, target: str | int | None, method: str | None, settings: ExplainSettings
+) -> None:
+    """Refuse a bad ``target`` or ``method`` before any work (and before the batch-size check)."""
+    _check_model(model)
+    _method(model, method, settings)
+    classes = model.outputs[0].shape[-1] if model.outputs[0].shape else None
+    if isinstance(classes, int) and classes > 0:
+        _resolve_target(model, target, np.zeros(max(classes, 2)))
+    elif isinstance(target, int) and target < 0:
+        raise BadRequest(f"target index {target} is out of range: class indices start at 0")
+
+
+def _check_model(model: Model) -> None:
+    if model.task not in ("image-classification", "text-classification"):
+        raise BadRequest(
+            f"model {model.name!r} is a {model.task} model: :explain works on image and text classifiers"
+        )
+    if model.preprocessor is None:
+        raise BadRequest(
+            f"model {model.name!r} has {len(model.inputs)} inputs: :explain works on one-input image and "
+            "text classifiers"
+        )
+
+
+def _resolve_target(model: Model, target: str | int | None, scores: np.ndarray) -> int:
+    """The class index to explain: the top class by default, else a label or an index."""
+    classes = scores.shape[-1]
+    if target is None:
+        return int(np.argmax(scores))
+    labels = model.labels or []
+    if isinstance(target, str):
+        if target in labels:
+            return labels.index(target)
+        if not re.fullmatch(r"\s*-?[0-9]+\s*", target):
+            shown = ", ".join(labels[:20]) + (", …" if len(labels) > 20 else "")
+            raise BadRequest(
+                f"target {target!r} is not a label of model {model.name!r}"
+                + (f" (labels: {shown})" if labels else "")
+                + ", nor a class index"
+            )
+        target = int(target)
+    if not 0 <= target < classes:
+        raise BadRequest(f"target index {target} is out of range: model {model.name!r} has {classes} classes")
+    return int(target)
+
+
+def _method(model: Model, method: str | None, settings: ExplainSettings) -> str:
+    if isinstance(model.preprocessor, TextPreprocessor):
+        chosen = "occlusion" if method is None else method
+        if chosen not in TEXT_METHODS:
+            raise BadRequest(f"method {method!r} does not apply to text: text models use 'occlusion'")
+        return chosen
+    chosen = settings.method if method is None else method
+    if chosen not in IMAGE_METHODS:
+        raise BadRequest(f"unknown method {method!r}: use one of {', '.join(IMAGE_METHODS)}")
+    return chosen
+
+
+# -- scoring -----------------------------------------------------------------------------------------------
+def _class_scores(model: Model, batch: np.ndarray) -> np.ndarray:
+    """(n, classes) scores of the model's first output; a one-column (sigmoid) output becomes [1-p, p]."""
+    name = model.outputs[0].name
+    out = np.asarray(model.run({model.inputs[0].name: batch}, [name])[name], dtype=np.float64)
+    out = out.reshape(out.shape[0], -1)
+    if out.shape[1] == 1:
+        out = np.concatenate([1.0 - out, out], axis=1)
+    return out
+
+
+def _batch_size(model: Model, settings: ExplainSettings) -> int:
+    first = model.inputs[0].shape[0] if model.inputs[0].shape else None
+    if isinstance(first, int) and first > 0:
+        return first  # a graph exported with a fixed batch size: feed exactly that many
+    return settings.batch
+
+
+class _Clock:
+    """The request's time budget, shared by its instances."""
+
+    def __init__(self, budget: float) -> None:
+        self.end = time.perf_counter() + budget
+
+    def expired(self) -> bool:
+        return time.perf_counter() >= self.end
+
+
+# -- images ------------------------------------------------------------------------------------------------
+class _ImageInput:
+    """One image in the model's units, as H×W×C float, and the way back to the model's layout."""
+
+    def __init__(self, model: Model, data: bytes) -> None:
+        pre = model.preprocessor
+        assert isinstance(pre, ImagePreprocessor)
+        self.pre = pre
+        self.image = pre.load(data)  # decoded, upright, model size: BadRequest exactly as for predict
+        pixels = np.asarray(self.image, dtype=np.uint8)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        self.integer = pre.dtype == np.uint8
+        self.hwc = pixels.astype(np.float32) if self.integer else pixels.astype(np.float32) * pre._a + pre._b
+        self.height, self.width = self.hwc.shape[:2]
+
+    def tensor(self, masks: np.ndarray) -> np.ndarray:
+        """The image under each mask (N×H×W in 0..1; 0 = replaced by the baseline, 0 in model units)."""
+        batch = self.hwc[None] * masks[..., None].astype(np.float32)
+        if self.integer:
+            batch = np.rint(batch)
+        if self.pre.layout == "NCHW":
+            batch = np.transpose(batch, (0, 3, 1, 2))
+        if self.pre.flatten:
+            batch = batch.reshape(batch.shape[0], -1)
+        return batch.astype(self.pre.dtype, copy=False)
+
+
+def _occlusion_windows(height: int, width: int, limit: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """Window size, stride and top-left corners: tiling corners first, then the half-stride ones."""
+    win = max(1, math.ceil(min(height, width) / 6))
+    while True:
+        stride = max(1, win // 2)
+        win = 1 if win == 1 else 2 * stride  # the tiling corners are then on the stride grid
+        ys = sorted(set(range(0, height - win + 1, stride)) | {max(0, height - win)})
+        xs = sorted(set(range(0, width - win + 1, stride)) | {max(0, width - win)})
+        if len(ys) * len(xs) <= limit or win >= min(height, width):
+            break
+        win += 1 if win == 1 else 2
+    tile_y = set(range(0, height - win + 1, win)) | {max(0, height - win)}
+    tile_x = set(range(0, width - win + 1, win)) | {max(0, width - win)}
+    corners = [(y, x) for y in ys for x in xs]
+    corners.sort(key=lambda c: c[0] not in tile_y or c[1] not in tile_x)
+    return win, stride, corners
+
+
+def _occlusion(
+    model: Model, image: _ImageInput, index: int, base: float, settings: ExplainSettings, clock: _Clock
+) -> tuple[np.ndarray, int, bool]:
+    h, w = image.height, image.width
+    win, _, corners = _occlusion_windows(h, w, settings.masks)
+    total = np.zeros((h, w), dtype=np.float64)
+    count = np.zeros((h, w), dtype=np.float64)
+    size = _batch_size(model, settings)
+    done = 0
+    for start in range(0, len(corners), size):
+        if done and clock.expired():
+            break
+        chunk = corners[start : start + size]
+        masks = np.ones((len(chunk), h, w), dtype=np.float32)
+        for i, (y, x) in enumerate(chunk):
+            masks[i, y : y + win, x : x + win] = 0.0
+        scores = _class_scores(model, image.tensor(masks))[:, index]
+        for (y, x), score in zip(chunk, scores, strict=True):
+            total[y : y + win, x : x + win] += base - score
+            count[y : y + win, x : x + win] += 1.0
+        done += len(chunk)
+    saliency = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    positive = np.clip(saliency, 0.0, None)
+    peak = positive.max()
+    heatmap = positive / peak if peak > 0 else positive
+    return heatmap, done, done == len(corners)
+
+
+def _upsample_matrix(out_size: int, cells: int) -> np.ndarray:
+    """Linear interpolation from ``cells`` grid values to ``out_size`` samples (out_size × cells)."""
+    pos = np.linspace(0.0, cells - 1.0, out_size)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, cells - 1)
+    frac = pos - lo
+    matrix = np.zeros((out_size, cells))
+    matrix[np.arange(out_size), lo] += 1.0 - frac
+    matrix[np.arange(out_size), hi] += frac
+    return matrix
+
+
+def _rise_masks(count: int, height: int, width: int, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """RISE's smooth masks: a random binary grid, upsampled bilinearly, randomly shifted by < one cell."""
+    cells = max(2, min(cells, height, width))
+    cell_h, cell_w = math.ceil(height / cells), math.ceil(width / cells)
+    grid = (rng.random((count, cells, cells)) < 0.5).astype(np.float64)
+    big_h, big_w = (cells + 1) * cell_h, (cells + 1) * cell_w
+    ry, rx = _upsample_matrix(big_h, cells), _upsample_matrix(big_w, cells)
+    big = ry @ grid @ rx.T  # (n, big_h, big_w): bilinear upsampling as two matrix products
+    dy = rng.integers(0, cell_h, size=count)
+    dx = rng.integers(0, cell_w, size=count)
+    return np.stack([big[i, dy[i] : dy[i] + height, dx[i] : dx[i] + width] for i in range(count)]).astype(
+        np.float32
+    )
+
+
+def _rise(
+    model: Model, image: _ImageInput, index: int, settings: ExplainSettings, clock: _Clock
+) -> tuple[np.ndarray, int, bool]:
+    h, w = image.height, image.width
+    rng = np.random.default_rng(0)
+    size = _batch_size(model, settings)
+    weighted = np.zeros((h, w), dtype=np.float64)
+    coverage = np.zeros((h, w), dtype=np.float64)
+    done = 0
+    while done < settings.masks:
+        if done and clock.expired():
+            break
+        masks = _rise_masks(min(size, settings.masks - done), h, w, settings.rise_cells, rng)
+        scores = _class_scores(model, image.tensor(masks))[:, index]
+        weighted += np.tensordot(scores, masks, axes=1)
+        coverage += masks.sum(axis=0)
+        done += len(masks)
+    saliency = np.divide(weighted, coverage, out=np.zeros_like(weighted), where=coverage > 0)
+    low, high = saliency.min(), saliency.max()
+    heatmap = (saliency - low) / (high - low) if high - low > 1e-12 else np.zeros_like(saliency)
+    return heatmap, done, done >= settings.masks
+
+
+# -- overlay -----------------------------------------------------------------------------------------------
+_ANCHORS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_COLOURS = np.array(  # a "jet"-like ramp: blue (no evidence) → cyan → yellow → red (most evidence)
+    [[0, 0, 160], [0, 160, 255], [80, 255, 120], [255, 220, 0], [230, 20, 20]], dtype=np.float64
+)
+
+
+def _colourise(heatmap: np.ndarray) -> np.ndarray:
+    return np.stack([np.interp(heatmap, _ANCHORS, _COLOURS[:, c]) for c in range(3)], axis=-1)
+
+
+def overlay_png(data: bytes | Any, heatmap: np.ndarray) -> bytes:
+    """The image (bytes or a PIL image) with ``heatmap`` (H×W in 0..1) laid over it, as PNG bytes.
+
+    Sized for a screen (longest side 224–320 px); evidence shows in warm colours, the rest stays visible.
+    """
+    from PIL import Image, ImageOps
+
+    if isinstance(data, (bytes, bytearray)):
+        image = Image.open(io.BytesIO(bytes(data)), formats=IMAGE_FORMATS)
+        if image.format == "JPEG":
+            image.draft("RGB", (OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
+        image.load()
+    else:
+        image = data
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: S110 - a broken EXIF block: draw the image as stored
+        pass
+    image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "PA", "LA") else image.convert("RGB")
+    longest = max(image.size)
+    target = min(max(longest, OVERLAY_MIN_SIDE), OVERLAY_MAX_SIDE)
+    scale = target / longest
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    resample = Image.Resampling.NEAREST if scale >= 4 else Image.Resampling.BILINEAR
+    image = image.resize(size, resample)
+    heat = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize(
+        size, Image.Resampling.BILINEAR
+    )
+    h = np.clip(np.asarray(heat, dtype=np.float64), 0.0, 1.0)[..., None]
+    alpha = 0.15 + 0.55 * h
+    blended = np.asarray(image, dtype=np.float64) * (1 - alpha) + _colourise(h[..., 0]) * alpha
+    out = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+# -- the payload -------------------------------------------------------------------------------------------
+def explain_payload(
+    model: Model,
+    instances: list[Any],
+    target: str | int | None,
+    method: str | None,
+    settings: ExplainSettings,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The ``:explain`` answer: one explanation per instance (DESIGN.md, "Explanations")."""
+    import base64
+
+    from ._bodies import decode_image_instances
+
+    timings = timings if timings is not None else {}
+    _check_model(model)
+    pre = model.preprocessor
+    if len(instances) > settings.max_instances:
+        raise PayloadTooLarge(
+            f"{len(instances)} instances in one explain request, above the limit of {settings.max_instances} "
+            "(ONNXFN_EXPLAIN_MAX_INSTANCES): explain fewer at a time"
+        )
+    chosen = _method(model, method, settings)
+    clock = _Clock(settings.budget)
+    t0 = time.perf_counter()
+    explanations = []
+    if isinstance(pre, ImagePreprocessor):
+        items = decode_image_instances(instances)
+        if not all(isinstance(x, (bytes, bytearray)) for x in items):
+            raise BadRequest(f"model {model.name!r} explains images: send image bytes or base64 images")
+        inputs = [_ImageInput(model, bytes(x)) for x in items]  # decode all first: bad input fails fast
+        for data, image in zip(items, inputs, strict=True):
+            base_scores = _class_scores(model, image.tensor(np.ones((1, image.height, image.width))))[0]
+            # The heatmap covers what the model saw: the whole image when stretched, else the crop or the
+            # letterbox (drawn from the model-size view).
+            shown = bytes(data) if getattr(pre, "resize", "stretch") == "stretch" else image.image
+            index = _resolve_target(model, target, base_scores)
+            if chosen == "rise":
+                heatmap, used, complete = _rise(model, image, index, settings, clock)
+            else:
+                heatmap, used, complete = _occlusion(
+                    model, image, index, float(base_scores[index]), settings, clock
+                )
+            explanations.append(
+                {
+                    **_label(model, index, base_scores),
+                    "method": chosen,
+                    "masks": used,
+                    "complete": complete,
+                    "heatmap": np.round(heatmap, 4).tolist(),
+                    "overlay": base64.b64encode(overlay_png(shown, heatmap)).decode("ascii"),
+                }
+            )
+    else:
+        assert isinstance(pre, TextPreprocessor)
+        if not all(isinstance(x, str) for x in instances):
+            raise BadRequest(f"model {model.name!r} explains text: send instances as strings")
+        for text in instances:
+            pre.array(text)  # the same length and type checks as predict
+        for text in instances:
+            explanations.append(_explain_text(model, text, target, settings, clock))
+    timings["explain"] = (time.perf_counter() - t0) * 1000
+    return {"model": model.name, "version": model.version, "explanations": explanations}
+
+
+def _label(model: Model, index: int, scores: np.ndarray) -> dict[str, Any]:
+    labels = model.labels or []
+    return {
+        "label": labels[index] if index < len(labels) else str(index),
+        "index": index,
+        "score": float(scores[index]),
+    }
+
+
+def _explain_text(
+    model: Model, text: str, target: str | int | None, settings: ExplainSettings, clock: _Clock
+) -> dict[str, Any]:
+    pre = model.preprocessor
+    assert isinstance(pre, TextPreprocessor)
+    words = [w for w in _WORDS.split(text) if w]
+    base_scores = _class_scores(model, pre([text]))[0]
+    index = _resolve_target(model, target, base_scores)
+    base = float(base_scores[index])
+    group = max(1, math.ceil(len(words) / settings.masks))
+    starts = list(range(0, len(words), group))
+    scores = [0.0] * len(words)
+    size = _batch_size(model, settings)
+    done = 0
+    for first in range(0, len(starts), size):
+        if done and clock.expired():
+            break
+        chunk = starts[first : first + size]
+        variants = [" ".join(words[:s] + words[s + group :]) for s in chunk]
+        values = _class_scores(model, pre(variants))[:, index]
+        for s, value in zip(chunk, values, strict=True):
+            for i in range(s, min(s + group, len(words))):
+                scores[i] = round(base - float(value), 6)
+        done += len(chunk)
+    return {
+        **_label(model, index, base_scores),
+        "method": "occlusion",
+        "masks": done,
+        "complete": done == len(starts),
+        "tokens": words,
+        "scores": scores,
+    }
