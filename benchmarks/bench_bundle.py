@@ -144,6 +144,11 @@ def run() -> list[dict]:
             f"{cold['bundle_no_pyc']:.2f} s = {no_pyc:.2f}x", round(cold["bundle"], 3), round(cold["installed"], 3),
             round(ratio, 3), "≤ 1.10× installed", ratio <= 1.10, "s")
     )  # fmt: skip
+    rows.append(
+        row("bundle", f"cold start s of the unzipped bundle ({local}): fresh process → first HTTP API v2 answer, "
+            f"median of {RUNS} (an absolute time: a loaded machine fails it)", round(cold["bundle"], 3), None, None,
+            "≤ 0.5 s (issue 14)", cold["bundle"] <= 0.5, "s")
+    )  # fmt: skip
     return rows
 
 

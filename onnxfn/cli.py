@@ -138,6 +138,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
         threads=args.threads,
+        batch_delay_ms=args.batch_delay_ms,
+        batch_max=args.batch_max,
+        instances=args.instances,
         log_level=args.log_level,
         reload_interval=args.reload_interval,
         drain_delay=args.drain_delay,
@@ -217,7 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-hashes", help="comma-separated sha256 digests (see `onnxfn keygen`)")
     p.add_argument("--max-body-bytes", type=int)
     p.add_argument("--max-batch", type=int)
-    p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--threads", type=int, help="onnxruntime threads per session (default: cores / workers / instances)"
+    )
+    p.add_argument(
+        "--batch-delay-ms",
+        type=float,
+        help="dynamic batching: wait up to this long to fuse concurrent requests into one run (0 = off)",
+    )
+    p.add_argument("--batch-max", type=int, help="largest fused batch in rows (default 32, ≤ --max-batch)")
+    p.add_argument("--instances", type=int, help="onnxruntime sessions per model, each with its own threads")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--reload-interval", type=float, help="poll the model source every N s, swap changed models"

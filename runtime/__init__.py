@@ -77,12 +77,21 @@ def load_models(
     max_image_pixels: int = 40_000_000,
     default: str | None = None,
     cache_dir: str | Path | None = None,
+    instances: int = 1,
 ) -> ModelRepository:
-    """Models from a file, a directory or ``s3://…``, without any HTTP machinery."""
+    """Models from a file, a directory or ``s3://…``, without any HTTP machinery.
+
+    ``instances``: onnxruntime sessions per model (requests take a free one), each with ``threads`` threads.
+    """
     from ._repository import ModelRepository
 
     return ModelRepository.load(
-        source, threads=threads, max_image_pixels=max_image_pixels, default=default, cache_dir=cache_dir
+        source,
+        threads=threads,
+        max_image_pixels=max_image_pixels,
+        default=default,
+        cache_dir=cache_dir,
+        instances=instances,
     )
 
 

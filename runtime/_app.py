@@ -54,6 +54,7 @@ def create_app(
         repository = ModelRepository.load(
             source if source is not None else settings.model_dir,
             threads=settings.threads,
+            instances=settings.instances,
             max_image_pixels=settings.max_image_pixels,
             default=settings.default_model,
         )

@@ -10,8 +10,11 @@ turns them into its own error answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +23,7 @@ import numpy as np
 
 from onnxfn._wire import HEADER
 
+from ._batcher import Batcher, Direct
 from ._bodies import decode_image_instances, media_type, parse_body, parse_top_k
 from ._errors import BadRequest, NotFound, UnsupportedMediaType
 from ._explain import ExplainSettings, check_options, explain_options, explain_payload
@@ -87,6 +91,8 @@ class DataPlane:
             "explain": self.explain,
             "metrics": self.metrics_page,
         }
+        self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
+        self._batchers_lock = threading.Lock()
 
     def handle(self, op: str, call: Call) -> Reply:
         """Run operation ``op`` on ``call``. Blocking for inference: REST runs it in a worker thread."""
@@ -136,12 +142,13 @@ class DataPlane:
     def infer(self, call: Call) -> Reply:
         """KServe V2 infer: JSON or binary tensors in, the same out."""
         model = self._model(call)
-        t0 = time.perf_counter()
-        with span("onnxfn.decode", model=model.name):
-            parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
-        t1 = time.perf_counter()
-        results = model.run(parsed.inputs, parsed.outputs)
-        t2 = time.perf_counter()
+        with self._runner(model) as runner:
+            t0 = time.perf_counter()
+            with span("onnxfn.decode", model=model.name):
+                parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
+            t1 = time.perf_counter()
+            results = runner.run(parsed.inputs, parsed.outputs)
+            t2 = time.perf_counter()
         body, headers = encode_response(model, results, parsed)
         call.timings["decode"] = (t1 - t0) * 1000
         call.timings["inference"] = (t2 - t1) * 1000
@@ -150,21 +157,22 @@ class DataPlane:
     def predict(self, call: Call) -> Reply:
         """The friendly API: images, text or numeric rows in; top-k labels (or raw outputs) out."""
         model = self._model(call, default_when_missing=True)
-        t0 = time.perf_counter()
-        if call.instances is not None:
-            instances, top_k = call.instances, None
-        else:
-            content_type = media_type(call.headers.get("content-type", ""))
-            if content_type.startswith("multipart/form-data"):
-                raise UnsupportedMediaType(
-                    "multipart bodies are read by the HTTP server only: send image bytes or JSON instances"
-                )
-            with span("onnxfn.decode", model=model.name):
-                instances, top_k = parse_body(content_type, call.body)
-        check_batch(len(instances), self.settings.max_batch)
-        top_k = parse_top_k(call.query.get("top_k"), top_k)
-        call.timings["decode"] = (time.perf_counter() - t0) * 1000
-        payload = predict_payload(model, instances, top_k, call.timings)
+        with self._runner(model) as runner:
+            t0 = time.perf_counter()
+            if call.instances is not None:
+                instances, top_k = call.instances, None
+            else:
+                content_type = media_type(call.headers.get("content-type", ""))
+                if content_type.startswith("multipart/form-data"):
+                    raise UnsupportedMediaType(
+                        "multipart bodies are read by the HTTP server only: send image bytes or JSON instances"
+                    )
+                with span("onnxfn.decode", model=model.name):
+                    instances, top_k = parse_body(content_type, call.body)
+            check_batch(len(instances), self.settings.max_batch)
+            top_k = parse_top_k(call.query.get("top_k"), top_k)
+            call.timings["decode"] = (time.perf_counter() - t0) * 1000
+            payload = predict_payload(model, instances, top_k, call.timings, run=runner.run)
         return json_reply(payload, model=model.name)
 
     def explain(self, call: Call) -> Reply:
@@ -191,6 +199,29 @@ class DataPlane:
         return json_reply(payload, model=model.name)
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _runner(self, model: Model) -> contextlib.AbstractContextManager[Any]:
+        """How this request runs the model: through its batcher (ONNXFN_BATCH_DELAY_MS > 0), else directly."""
+        settings = self.settings
+        if settings.batch_delay_ms <= 0 or not model.batchable:
+            return contextlib.nullcontext(Direct(model))
+        batcher = self._batchers.get(model)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._batchers.get(model)
+                if batcher is None:
+                    batcher = Batcher(
+                        model,
+                        delay_ms=settings.batch_delay_ms,
+                        max_rows=min(settings.batch_max, settings.max_batch),
+                        timeout=settings.request_timeout,
+                    )
+                    self._batchers[model] = batcher
+        return batcher.arrival()
+
+    def batcher(self, model: Model) -> Batcher | None:
+        """The batcher of ``model`` once batching has started for it (metrics, tests)."""
+        return self._batchers.get(model)
+
     def _model(self, call: Call, *, default_when_missing: bool = False) -> Model:
         name = call.params.get("name")
         if name is None and not default_when_missing:
@@ -201,9 +232,17 @@ class DataPlane:
 
 
 def predict_payload(
-    model: Model, instances: list[Any], top_k: int | None, timings: dict[str, float] | None = None
+    model: Model,
+    instances: list[Any],
+    top_k: int | None,
+    timings: dict[str, float] | None = None,
+    *,
+    run: Callable[..., dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """The predict answer for ``instances``: top-k labels per instance, or raw outputs for tensor models."""
+    """The predict answer for ``instances``: top-k labels per instance, or raw outputs for tensor models.
+
+    ``run`` runs the model (default ``model.run``); the data plane passes its batcher's.
+    """
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     with span("onnxfn.preprocess", model=model.name, instances=len(instances)):
@@ -212,7 +251,7 @@ def predict_payload(
         feeds = model.feeds(instances)  # one batch per input; multi-input instances are keyed by input name
     t1 = time.perf_counter()
     name = model.outputs[0].name
-    scores = model.run(feeds, [name])[name]
+    scores = (run or model.run)(feeds, [name])[name]
     t2 = time.perf_counter()
     timings["preprocess"] = (t1 - t0) * 1000
     timings["inference"] = (t2 - t1) * 1000

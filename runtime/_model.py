@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,14 @@ class TensorSpec:
 
 
 def session_options(threads: int) -> Any:
+    """Options of every session: explicit threads (ORT ignores OMP_NUM_THREADS), sequential, all optimisations.
+
+    The intra-op threads do not spin-wait for work: spinning doubled the CPU per image of a two-thread
+    session for no faster answer, and it steals the cores the HTTP side needs (docs/runtime.md). Denormals
+    are *not* flushed (``session.set_denormal_as_zero``): it gained nothing measurable here and it sets
+    flush-to-zero in the floating-point state of every thread that calls ``run``, which then leaks into
+    that thread's other numpy and Python arithmetic (the hypothesis fuzz tests caught it).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -53,6 +62,7 @@ def session_options(threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -67,6 +77,7 @@ class Model:
         threads: int = 1,
         max_image_pixels: int = 40_000_000,
         sha256: str | None = None,
+        instances: int = 1,
     ) -> None:
         import onnxruntime as ort
 
@@ -74,11 +85,21 @@ class Model:
         self.path = Path(path)
         self.sha256 = sha256
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-            )
+            # ``instances`` sessions, each with its own intra-op thread pool (Triton's instance group).
+            self.sessions = [
+                ort.InferenceSession(
+                    str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+                )
+                for _ in range(max(1, int(instances)))
+            ]
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ValueError(f"model {name!r}: onnxruntime cannot load {self.path}: {exc}") from None
+        self.session = self.sessions[0]
+        self._idle: queue.SimpleQueue[Any] | None = None
+        if len(self.sessions) > 1:  # a request takes whichever session is free
+            self._idle = queue.SimpleQueue()
+            for session in self.sessions:
+                self._idle.put(session)
         meta = self.session.get_modelmeta()
         self.metadata = ModelMetadata.from_map(dict(meta.custom_metadata_map), version=meta.version)
         self.inputs = [TensorSpec(i.name, i.type, tuple(i.shape)) for i in self.session.get_inputs()]
@@ -142,9 +163,8 @@ class Model:
             return TextPreprocessor(spec, dtype=first.dtype)
         return None
 
-    # -- tensors -------------------------------------------------------------------------------
-    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Run the graph on named, already-validated inputs."""
+    def check(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> list[str]:
+        """The output names to compute; BadRequest when inputs are missing or unknown, or outputs unknown."""
         missing = [name for name in self.input_names if name not in feeds]
         if missing:
             raise BadRequest(
@@ -161,11 +181,36 @@ class Model:
                 raise BadRequest(
                     f"model {self.name!r} has no output {name!r}; outputs: {sorted(self.output_names)}"
                 )
-        rows = _rows(feeds)
+        return names
+
+    @property
+    def batchable(self) -> bool:
+        """Whether rows of different requests can share one run: every input and output has a free batch dim."""
+        return all(
+            spec.shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0)
+            for spec in (*self.inputs, *self.outputs)
+        )
+
+    # -- tensors -------------------------------------------------------------------------------
+    def run(
+        self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None, *, session: Any = None
+    ) -> dict[str, np.ndarray]:
+        """Run the graph on named, already-validated inputs (on ``session``, else a free one)."""
+        names = self.check(feeds, outputs)
+        if session is None and self._idle is not None:
+            session = self._idle.get()
+            try:
+                return self._run(session, names, feeds)
+            finally:
+                self._idle.put(session)
+        return self._run(session or self.session, names, feeds)
+
+    def _run(self, session: Any, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = _rows(feeds)  # with batching, the fused batch: what onnxfn_batch_size observes
         start = time.perf_counter()
         try:
             with span("onnxfn.inference", model=self.name, rows=rows):
-                results = self.session.run(names, feeds)
+                results = session.run(names, feeds)
         except Exception as exc:  # shapes the declared dims allowed but the graph rejects
             raise BadRequest(f"model {self.name!r} rejected the input: {_short(exc)}") from None
         observe_run(self.name, rows, time.perf_counter() - start)
@@ -316,10 +361,12 @@ class Model:
             feeds[spec.name] = (
                 np.full(shape, "", dtype=object) if dtype is np.object_ else np.zeros(shape, dtype)
             )
-        try:
-            self.session.run(None, feeds)
-        except Exception as exc:  # a model with data-dependent constraints: warm-up is best effort
-            log.debug("warm-up of %s skipped: %s", self.name, exc)
+        for session in self.sessions:
+            try:
+                session.run(None, feeds)
+            except Exception as exc:  # a model with data-dependent constraints: warm-up is best effort
+                log.debug("warm-up of %s skipped: %s", self.name, exc)
+                return
 
     def describe(self) -> dict[str, Any]:
         """KServe V2 model metadata, plus onnxfn's own fields."""

@@ -67,6 +67,7 @@ class ModelRepository:
         default: str | None = None,
         cache_dir: str | Path | None = None,
         allow_empty: bool = False,
+        instances: int = 1,
     ) -> ModelRepository:
         """Load every model ``source`` names: a file, a directory or ``s3://bucket/prefix``.
 
@@ -83,12 +84,12 @@ class ModelRepository:
                 if not allow_empty:
                     raise
                 log.warning(json.dumps({"event": "no_models", "source": text, "reason": "nothing there yet"}))
-                return cls._empty(text, None, threads, max_image_pixels)
+                return cls._empty(text, None, threads, max_image_pixels, instances)
         path = Path(source)
-        options = {"threads": threads, "max_image_pixels": max_image_pixels}
+        options = {"threads": threads, "max_image_pixels": max_image_pixels, "instances": instances}
         if not path.exists() and allow_empty:
             log.warning(json.dumps({"event": "no_models", "source": text, "reason": "does not exist yet"}))
-            return cls._empty(text, path, threads, max_image_pixels)
+            return cls._empty(text, path, threads, max_image_pixels, instances)
         candidates, skipped = discover(path)
         if not candidates and not allow_empty:
             raise FileNotFoundError(f"no models in {path}: expected *.onnx files or a {MANIFEST}")
@@ -110,10 +111,12 @@ class ModelRepository:
         return repo
 
     @classmethod
-    def _empty(cls, source: str, root: Path | None, threads: int, max_image_pixels: int) -> ModelRepository:
+    def _empty(
+        cls, source: str, root: Path | None, threads: int, max_image_pixels: int, instances: int = 1
+    ) -> ModelRepository:
         repo = cls({})
         repo.source, repo.root = source, root
-        repo.load_options = {"threads": threads, "max_image_pixels": max_image_pixels}
+        repo.load_options = {"threads": threads, "max_image_pixels": max_image_pixels, "instances": instances}
         return repo
 
     def replace(self, models: dict[str, Model], errors: dict[str, str]) -> None:

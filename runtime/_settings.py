@@ -28,6 +28,28 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def threads_per_session(workers: int = 1, instances: int = 1) -> int:
+    """The default ``intra_op_num_threads``: the cores shared out over worker processes and sessions.
+
+    Each uvicorn worker and each model instance gets its own onnxruntime thread pool; giving every one of
+    them all the cores oversubscribes the CPU (threads spin and steal time from each other).
+    """
+    return max(1, default_threads() // max(1, workers * instances))
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} must be zero or a positive number")
+    return value
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -77,6 +99,12 @@ class Settings:
     max_header_bytes: int = 16 * 1024  # API Gateway allows 10 KB; a little slack for proxies
     max_image_pixels: int = 40_000_000
     threads: int = field(default_factory=default_threads)
+    # Dynamic batching (``_batcher.py``): requests for one model arriving within the delay share one
+    # session.run of at most batch_max rows. 0 = off; always off on Lambda (one request per container).
+    batch_delay_ms: float = 0.0
+    batch_max: int = 32
+    instances: int = 1  # onnxruntime sessions per model, each with its own threads
+    workers: int = 1  # uvicorn worker processes (only to share the cores out)
     log_level: str = "INFO"
     request_timeout: float = 30.0
     # Run decode + inference in a worker thread so one server handles requests concurrently. The Lambda
@@ -104,7 +132,11 @@ class Settings:
             max_batch=_int("ONNXFN_MAX_BATCH", 64),
             max_header_bytes=_int("ONNXFN_MAX_HEADER_BYTES", 16 * 1024),
             max_image_pixels=_int("ONNXFN_MAX_IMAGE_PIXELS", 40_000_000),
-            threads=_int("ONNXFN_THREADS", default_threads()),
+            threads=_int("ONNXFN_THREADS", 0),  # 0 = not given: shared out below
+            batch_max=_int("ONNXFN_BATCH_MAX", 0),  # 0 = not given: min(32, max_batch)
+            batch_delay_ms=_float("ONNXFN_BATCH_DELAY_MS", 0.0),
+            instances=_int("ONNXFN_INSTANCES", 1),
+            workers=_int("ONNXFN_WORKERS", 1),
             log_level=(env.get("ONNXFN_LOG_LEVEL") or "INFO").upper(),
             request_timeout=float(env.get("ONNXFN_REQUEST_TIMEOUT") or 30.0),
             metrics=_bool("ONNXFN_METRICS", True),
@@ -121,4 +153,21 @@ class Settings:
             if key == "api_key_hashes" and isinstance(value, str):
                 value = tuple(h.strip().lower() for h in value.split(",") if h.strip())
             setattr(settings, key, value)
+        if not settings.threads:  # not ONNXFN_THREADS, --threads nor an override: share the cores out
+            settings.threads = threads_per_session(settings.workers, settings.instances)
+        if not settings.batch_max:
+            settings.batch_max = min(32, settings.max_batch)
+        settings.check()
         return settings
+
+    def check(self) -> None:
+        """ValueError naming the setting when values contradict each other."""
+        if self.batch_max > self.max_batch:
+            raise ValueError(
+                f"ONNXFN_BATCH_MAX={self.batch_max} is above ONNXFN_MAX_BATCH={self.max_batch}: "
+                "a fused batch cannot be larger than the largest batch a request may send"
+            )
+        if self.batch_max < 1 or self.instances < 1 or self.threads < 1:
+            raise ValueError("ONNXFN_BATCH_MAX, ONNXFN_INSTANCES and ONNXFN_THREADS must be positive")
+        if not self.batch_delay_ms >= 0:
+            raise ValueError(f"ONNXFN_BATCH_DELAY_MS={self.batch_delay_ms} must be zero or positive")

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from typing import Any
@@ -56,6 +57,7 @@ def load_repository(settings: Settings) -> Any:
         max_image_pixels=settings.max_image_pixels,
         default=settings.default_model,
         allow_empty=reload_on,
+        instances=settings.instances,
     )
     if not repository.models and not reload_on:
         reasons = "; ".join(f"{name}: {why}" for name, why in sorted(repository.problems().items()))
@@ -169,12 +171,28 @@ def _run_workers(workers: int, options: dict[str, Any]) -> None:
             super().handle_int()
 
     config = Config("onnxfn.runtime.serve:app_from_env", factory=True, workers=workers, **options)
-    Supervisor(config, sockets=[config.bind_socket()]).run()
+    Supervisor(config, sockets=[_tcp_socket(config.bind_socket())]).run()
 
 
 def _exit_zero(signum: int, frame: Any) -> None:
     """After uvicorn's graceful stop it re-raises the signal it caught: a SIGTERM stop is a clean exit."""
     raise SystemExit(0)
+
+
+def _tcp_socket(sock: socket.socket) -> socket.socket:
+    """``sock`` as a socket that says it is TCP, so asyncio sets TCP_NODELAY on every accepted connection.
+
+    uvicorn's ``Config.bind_socket`` (used by ``--workers N``) creates its listener with ``proto`` 0;
+    accepted sockets inherit it, asyncio only disables Nagle's algorithm when ``proto`` is IPPROTO_TCP,
+    and every answer on a kept-alive connection then waits ~40 ms for the client's delayed ACK
+    (Kludex/uvicorn#3149). The one-worker path lets asyncio build the listener and is not affected.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.proto == socket.IPPROTO_TCP:
+        return sock
+    fixed = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+    fixed.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Linux copies it to accepted sockets too
+    fixed.set_inheritable(True)
+    return fixed
 
 
 def serve(
@@ -186,15 +204,20 @@ def serve(
     log_level: str = "info",
     **settings: Any,
 ) -> None:
-    """Load ``source`` (default ``ONNXFN_MODEL_DIR``, else ``models``) and serve it until SIGTERM/SIGINT."""
+    """Load ``source`` (default ``ONNXFN_MODEL_DIR``, else ``models``) and serve it until SIGTERM/SIGINT.
+
+    ``settings`` are ``Settings`` fields (``threads``, ``batch_delay_ms``, ``instances``, …); ``None`` = the
+    environment's or the default. Without ``threads``, the cores are shared out over workers × instances.
+    """
     import uvicorn
 
     if source is not None:
         os.environ["ONNXFN_MODEL_DIR"] = str(source)
+    os.environ["ONNXFN_WORKERS"] = str(max(1, workers))
     for key, value in settings.items():
         if value is not None:
             os.environ[f"ONNXFN_{key.upper()}"] = str(value)
-    config = Settings.from_env()
+    config = Settings.from_env()  # contradictory settings fail here, once, not in every worker
     common = {
         "host": host,
         "port": port,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -152,12 +153,16 @@ def test_swaps_under_load_never_fail_a_request(tmp_path):
         assert set(answers) <= good  # never the refused 99, never an error
         assert answers == sorted(answers)  # one worker: once the new model answers, the old never again
     assert set().union(*map(set, load.seen)) == good
-    assert 'onnxfn_model_load_failures_total{model="scale"} 2.0' in metrics
+    # Two bad states were published. A poll may also land between writing the corrupt file and its
+    # manifest (a third, sha256-mismatch state): each state is refused and logged once, never per poll.
     logs = server_log(log)
     refused = [x for x in logs if x.get("event") == "model_reload_refused"]
-    assert len(refused) == 2  # each bad state logged once, not once per poll
-    assert "onnxruntime cannot load" in refused[0]["reason"] and refused[0]["serving"] == "3"
-    assert "sha256 mismatch" in refused[1]["reason"] and "onnxfn manifest" in refused[1]["reason"]
+    assert f'onnxfn_model_load_failures_total{{model="scale"}} {len(refused)}.0' in metrics
+    reasons = [x["reason"] for x in refused]
+    assert 2 <= len(reasons) <= 3 and all(a != b for a, b in itertools.pairwise(reasons))
+    corrupt = next(x for x in refused if "onnxruntime cannot load" in x["reason"])
+    assert corrupt["serving"] == "3"
+    assert "sha256 mismatch" in reasons[-1] and "onnxfn manifest" in reasons[-1]
     reloaded = [x["loaded"] for x in logs if x.get("event") == "models_reloaded"]
     assert reloaded == [{"scale": str(f)} for f in (2, 3, 4, 5)]
 

@@ -70,3 +70,34 @@ def test_serve_with_two_workers(digits_dir, digits_data):
         assert sum(label == str(y) for label, y in zip(labels, y_test[:20], strict=True)) >= 17
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+
+
+def test_two_workers_answer_a_kept_alive_connection_as_fast_as_one(digits_dir, digits_data):
+    """No Nagle stall with ``--workers 2`` (uvicorn#3149: ~40 ms per request on a reused connection).
+
+    A behaviour test of a 40 ms stall, not a benchmark: both servers run at once and get alternate requests
+    on one kept-alive connection each (so the machine's background load hits both alike); medians of 200.
+    """
+    import statistics
+    import time
+
+    body = digit_png(digits_data[1][0])
+    headers = {"content-type": "application/octet-stream"}
+    latencies: dict[str, list[float]] = {"one": [], "two": []}
+    quiet = {"ONNXFN_LOG_LEVEL": "WARNING"}  # 440 request log lines would fill the unread stdout pipe
+    with (
+        onnxfn_serve(digits_dir, env=quiet) as (one, _),
+        onnxfn_serve(digits_dir, "--workers", "2", env=quiet) as (two, _),
+    ):
+        with requests.Session() as s1, requests.Session() as s2:
+            for i in range(220):
+                for name, url, s in (("one", one, s1), ("two", two, s2)):
+                    t0 = time.perf_counter()
+                    r = s.post(f"{url}/predict", data=body, headers=headers)
+                    if i >= 20:  # after the connection and the workers are warm
+                        latencies[name].append((time.perf_counter() - t0) * 1000)
+                    assert r.status_code == 200
+    p50 = {name: statistics.median(values) for name, values in latencies.items()}
+    assert p50["two"] <= 1.5 * p50["one"] + 1.0, (
+        f"p50 ms: --workers 2 {p50['two']:.1f}, one worker {p50['one']:.1f}"
+    )

@@ -1,0 +1,229 @@
+"""Dynamic batching and model instances (DESIGN "Dynamic batching"): fused runs answer as if alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from models import _save, digit_png
+from onnxfn.runtime import ModelMetadata, NotReady, Settings, load_models
+from onnxfn.runtime._batcher import Batcher
+from onnxfn.runtime._dataplane import Call, DataPlane
+from servers import onnxfn_serve
+
+
+def _plane(source, **settings) -> DataPlane:
+    s = Settings.from_env(model_dir=str(source), threads=1, **settings)
+    return DataPlane(load_models(source, threads=1, instances=s.instances), s)
+
+
+def _together(calls, workers: int):
+    """Run every call at once (a barrier releases them together); results in order, errors as values."""
+    barrier = threading.Barrier(len(calls))
+
+    def go(call):
+        barrier.wait()
+        try:
+            return call()
+        except Exception as exc:  # the API's typed errors are results here
+            return exc
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(go, calls))
+
+
+def _predict(plane, png):
+    return lambda: plane.handle("predict", Call(headers={"content-type": "image/png"}, body=png)).body
+
+
+def _v2(plane, name, rows, binary=False):
+    header = {
+        "inputs": [
+            {"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}
+        ],
+        "parameters": {"binary_data_output": binary},
+    }
+    body = json.dumps(header).encode()
+    return lambda: plane.handle("infer", Call(params={"name": name}, body=body))
+
+
+@pytest.fixture(scope="module")
+def gather_dir(tmp_path_factory):
+    """A tensor model whose run fails for some inputs only: Gather with user indices (0..9 valid)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(30, dtype=np.float32).reshape(10, 3), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["rows"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[table],
+    )
+    root = tmp_path_factory.mktemp("lookup")
+    _save(graph, ModelMetadata(task="tensor", labels=None, preprocess=None, source={}), root / "lookup.onnx")
+    return root
+
+
+def test_fused_answers_are_byte_identical_to_unbatched(digits_dir, digits_data):
+    """Predict (PNG) and V2 infer (JSON and binary, 1–3 rows each) fused: every body as if alone."""
+    _, x_test, _, _ = digits_data
+    alone = _plane(digits_dir)
+    fused = _plane(digits_dir, batch_delay_ms=200, batch_max=16)
+    pngs = [digit_png(img) for img in x_test[:24]]
+    rows = [(x_test[i : i + 1 + i % 3, ..., None] * 16).astype(np.float32) for i in range(12)]
+
+    def calls(plane):
+        out = [_predict(plane, png) for png in pngs]
+        out += [_v2(plane, "digits", r, binary=i % 2 == 1) for i, r in enumerate(rows)]
+        return out
+
+    expected = [c() for c in calls(alone)]
+    got = _together(calls(fused), workers=36)
+    for want, have in zip(expected, got, strict=True):
+        have = have.body if hasattr(have, "body") else have
+        want = want.body if hasattr(want, "body") else want
+        assert have == want
+    batcher = fused.batcher(fused.repository.get("digits"))
+    assert batcher is not None and batcher.batches < len(got)  # requests really shared runs
+    assert 1 < batcher.largest <= 16
+    assert alone.batcher(alone.repository.get("digits")) is None  # batching off: the direct path
+
+
+def test_one_bad_request_fails_alone(gather_dir):
+    plane = _plane(gather_dir, batch_delay_ms=200)
+    good = [np.array([i % 10, (i + 3) % 10], dtype=np.int64) for i in range(9)]
+    items = [*good[:4], np.array([2, 99], dtype=np.int64), *good[4:]]  # 99 is out of the table
+
+    def infer(idx):
+        header = {"inputs": [{"name": "idx", "shape": [2], "datatype": "INT64", "data": idx.tolist()}]}
+        return lambda: plane.handle(
+            "infer", Call(params={"name": "lookup"}, body=json.dumps(header).encode())
+        )
+
+    replies = _together([infer(idx) for idx in items], workers=10)
+    bad = replies[4]
+    assert getattr(bad, "status", None) == 400 and "rejected the input" in bad.message
+    for idx, reply in zip(good, replies[:4] + replies[5:], strict=True):
+        data = json.loads(reply.body)["outputs"][0]["data"]
+        assert data == np.arange(30, dtype=np.float32).reshape(10, 3)[idx].ravel().tolist()
+
+
+def test_a_request_past_its_deadline_gets_503(digits_dir, digits_data):
+    """The runner waits for a request still on its way (within the delay); the waiting one times out."""
+    _, x_test, _, _ = digits_data
+    model = load_models(digits_dir, threads=1).get("digits")
+    batcher = Batcher(model, delay_ms=5000, max_rows=8, timeout=0.3)
+    x = (x_test[:1, ..., None] * 16).astype(np.float32)
+    with batcher.arrival():  # a request decoding its input: the runner waits for it
+        with batcher.arrival() as second:
+            t0 = time.monotonic()
+            with pytest.raises(NotReady) as err:
+                second.run({"input": x})
+            assert 0.25 < time.monotonic() - t0 < 3
+    assert err.value.status == 503 and err.value.headers == {"retry-after": "1"}
+    assert "ONNXFN_REQUEST_TIMEOUT" in err.value.message
+    # Nobody else on the way: the next request runs at once, not after the 5 s delay.
+    t0 = time.monotonic()
+    out = batcher.run({"input": x})["probabilities"]
+    assert time.monotonic() - t0 < 2.5
+    np.testing.assert_array_equal(out, model.run({"input": x})["probabilities"])
+
+
+def test_instances_are_separate_sessions(digits_dir, digits_data):
+    _, x_test, _, _ = digits_data
+    plane = _plane(digits_dir, instances=2, batch_delay_ms=5)
+    model = plane.repository.get("digits")
+    assert len(model.sessions) == 2 and model.sessions[0] is not model.sessions[1]
+    pngs = [digit_png(img) for img in x_test[:16]]
+    expected = [_predict(_plane(digits_dir), p)() for p in pngs]
+    assert _together([_predict(plane, p) for p in pngs], workers=16) == expected
+    direct = _plane(digits_dir, instances=2)  # instances without batching: a free session per request
+    assert _together([_predict(direct, p) for p in pngs], workers=16) == expected
+
+
+def test_settings_share_the_cores_and_refuse_contradictions(monkeypatch):
+    from onnxfn.runtime._settings import default_threads
+
+    monkeypatch.delenv("ONNXFN_THREADS", raising=False)
+    cores = default_threads()
+    assert Settings.from_env().threads == cores
+    assert Settings.from_env(workers=2).threads == max(1, cores // 2)
+    assert Settings.from_env(workers=2, instances=2).threads == max(1, cores // 4)
+    assert Settings.from_env(workers=2, threads=3).threads == 3  # an explicit value wins
+    monkeypatch.setenv("ONNXFN_BATCH_DELAY_MS", "2.5")
+    assert Settings.from_env().batch_delay_ms == 2.5 and Settings.from_env().batch_max == 32
+    monkeypatch.setenv("ONNXFN_BATCH_DELAY_MS", "soon")
+    with pytest.raises(ValueError, match="ONNXFN_BATCH_DELAY_MS"):
+        Settings.from_env()
+    monkeypatch.setenv("ONNXFN_BATCH_DELAY_MS", "5")
+    monkeypatch.setenv("ONNXFN_MAX_BATCH", "8")
+    assert Settings.from_env().batch_max == 8
+    monkeypatch.setenv("ONNXFN_BATCH_MAX", "16")
+    with pytest.raises(ValueError, match="ONNXFN_BATCH_MAX=16 is above ONNXFN_MAX_BATCH=8"):
+        Settings.from_env()
+
+
+def test_lambda_never_batches(digits_dir):
+    """aws.py ignores the batching and instance settings: one request per container."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "from onnxfn.runtime import aws; m = aws.app.state.repository.get('digits'); "
+        "print(aws.settings.batch_delay_ms, aws.settings.instances, len(m.sessions), aws.settings.offload)"
+    )
+    env = {**os.environ, "ONNXFN_MODEL_DIR": str(digits_dir), "ONNXFN_BATCH_DELAY_MS": "10"}
+    env["ONNXFN_INSTANCES"] = "3"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["0.0", "1", "1", "False"], out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_serve_batches_over_http(digits_dir, digits_data):
+    """`onnxfn serve --batch-delay-ms`: 32 concurrent clients get the bodies an unbatched server sends."""
+    _, x_test, _, _ = digits_data
+    pngs = [digit_png(img) for img in x_test[:64]]
+    alone = _plane(digits_dir)
+    expected = [_predict(alone, p)() for p in pngs]
+    quiet = {"ONNXFN_LOG_LEVEL": "WARNING"}  # no request log lines filling the unread stdout pipe
+    args = ("--batch-delay-ms", "20", "--batch-max", "16", "--instances", "2")
+    with onnxfn_serve(digits_dir, *args, env=quiet) as (
+        url,
+        _,
+    ):
+        local = threading.local()
+
+        def post(png):
+            session = getattr(local, "s", None) or requests.Session()
+            local.s = session
+            r = session.post(f"{url}/predict", data=png, headers={"content-type": "application/octet-stream"})
+            return r.status_code, r.content
+
+        with ThreadPoolExecutor(32) as pool:
+            got = list(pool.map(post, pngs * 2))
+        b64 = base64.b64encode(pngs[0]).decode()
+        r = requests.post(f"{url}/predict", json={"instances": [b64, "not an image"]})
+    assert got == [(200, body) for body in expected * 2]
+    assert r.status_code == 400
+
+
+def test_serve_refuses_a_batch_max_above_max_batch(digits_dir):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxfn", "serve", str(digits_dir), "--max-batch", "8", "--batch-max", "9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "ONNXFN_BATCH_MAX=9 is above ONNXFN_MAX_BATCH=8" in result.stderr
