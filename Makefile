@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.onnxfn-installed
 PYTEST_ARGS ?=
 
-.PHONY: typecheck venv demo test test-fast lint bench docs bundle offline clean
+.PHONY: typecheck venv demo test test-fast test-models lint bench docs bundle offline clean
 
 venv: $(STAMP)
 
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
+	@# Keras 2 (legacy .h5 files and models): must match TensorFlow's minor version, and --no-deps because it
+	@# requires the `tensorflow` distribution, which would duplicate `tensorflow-cpu`.
+	$(PY) -m pip install -q --no-deps "tf_keras==$$($(PY) -c 'import tensorflow as tf; print(tf.__version__.rsplit(".", 1)[0])' 2>/dev/null).*"
 	@touch $(STAMP)
 
 demo: venv  ## train on sklearn digits, convert, quantize, serve, call with the client
@@ -27,6 +30,9 @@ test-fast: venv  ## everything but the TensorFlow-heavy tests
 typecheck: venv  ## mypy, strict on the client, the runtime and the wire codec (also in make lint and CI)
 	$(PY) -m mypy client/
 	$(PY) -m mypy runtime/ onnxfn/_wire.py
+
+test-models: venv  ## every keras.applications architecture: convert, parity, quantize (long, CPU-heavy)
+	$(PY) -m pytest -m models tests/converter/test_catalogue.py $(PYTEST_ARGS)
 
 lint: venv  ## ruff (style + security rules), bandit, pip-audit of what the Lambda bundle ships
 	PY=$(PY) bash tools/lint.sh

@@ -404,7 +404,7 @@ def _fit(array: np.ndarray, info: InputInfo, i: int, what: str) -> np.ndarray:
             and all(isinstance(d, int) for d in dims)
             and int(np.prod(array.shape[1:])) == int(np.prod(dims))
         ):
-            hint = f": reshape it with x.reshape(-1, {', '.join(str(d) for d in dims)})"
+            hint = _layout_hint(array.shape[1:], tuple(dims))
         else:
             hint = ": the first axis counts samples, the rest must match the model input"
         raise ConversionError(
@@ -444,6 +444,25 @@ def _labels(labels: Any, info: InputInfo, n: int) -> np.ndarray:
             else:
                 out.append(int(number))
     return np.asarray(out, dtype=np.int64)
+
+
+def _layout_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """How to make data of shape ``got`` (no batch axis) fit ``want``: a transpose when the axes are only
+    in another order (e.g. NCHW data for an NHWC model; a reshape would scramble the pixels)."""
+    if len(got) == len(want) and sorted(got) == sorted(want):
+        order, used = [], set()
+        for d in want:
+            i = next(j for j, g in enumerate(got) if g == d and j not in used)
+            used.add(i)
+            order.append(i + 1)
+        axes = ", ".join(str(a) for a in [0, *order])
+        layout = ""
+        if len(want) == 3 and want[-1] in (1, 3, 4) and got[0] == want[-1]:
+            layout = " (channels-first data for a channels-last model)"
+        return f": its axes are in another order{layout}; transpose it with x.transpose({axes})"
+    return (
+        f": reshape it with x.reshape(-1, {', '.join(str(d) for d in want)}) if its values are in that order"
+    )
 
 
 # -- the data against the model's preprocessing -----------------------------------------------------

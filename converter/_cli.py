@@ -97,3 +97,74 @@ def run(args: argparse.Namespace) -> int:
     for warning in report.warnings:  # visible even when stdout goes to a file or a JSON parser
         print(f"onnxfn quantize: warning: {warning}", file=sys.stderr)
     return 0
+
+
+PREPROCESS_KEYS = (
+    # images
+    "preset", "size", "layout", "color", "scale", "mean", "std", "flatten", "resize", "crop_ratio", "pad_value",
+    # word-level text (TextVectorization)
+    "vocab", "max_len", "lowercase", "strip_punctuation", "output_mode", "ngrams", "idf",
+    # WordPiece tokenizers (docs/design.md)
+    "tokenizer", "strip_accents", "split", "split_on_cjk", "suffix_indicator", "unk", "cls", "sep", "pad",
+    "max_bytes_per_word",
+    # several inputs: {"inputs": {"<name>": {...} | null}}
+    "inputs",
+)  # fmt: skip
+PREPROCESS_PRESETS = ("caffe", "tf", "torch", "none")
+
+
+def parse_preprocess(text: str | None) -> dict | str | None:
+    """``--preprocess``: a JSON object with known keys, or a preset name (bare or as a JSON string).
+
+    Raises :class:`ConversionError` naming the flag: bad JSON, a value that is not an object, an unknown
+    key (with the closest known one) or an unknown preset.
+    """
+    import json
+
+    from ._errors import ConversionError
+
+    if text is None:
+        return None
+    stripped = text.strip()
+    if stripped in PREPROCESS_PRESETS:
+        return stripped
+    presets = ", ".join(PREPROCESS_PRESETS)
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise ConversionError(
+            f"--preprocess is not valid JSON ({exc.msg} at character {exc.pos}): pass an object such as "
+            f'\'{{"scale": 0.00392, "size": [224, 224]}}\' or a preset name ({presets})'
+        ) from None
+    if isinstance(value, str):
+        if value not in PREPROCESS_PRESETS:
+            raise ConversionError(f"--preprocess preset {value!r} is unknown: use one of {presets}")
+        return value
+    if not isinstance(value, dict):
+        raise ConversionError(
+            f"--preprocess must be a JSON object or a preset name ({presets}), got {type(value).__name__}"
+        )
+    _check_keys(value, "--preprocess")
+    inputs = value.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, dict):
+            raise ConversionError('--preprocess "inputs" must map input names to settings (or null)')
+        for name, spec in inputs.items():
+            if spec is not None and not isinstance(spec, dict):
+                raise ConversionError(f'--preprocess "inputs" {name!r} must be an object or null')
+            _check_keys(spec or {}, f'--preprocess "inputs" {name!r}')
+    return value
+
+
+def _check_keys(spec: dict, where: str) -> None:
+    import difflib
+
+    from ._errors import ConversionError
+
+    for key in spec:
+        if key not in PREPROCESS_KEYS:
+            close = difflib.get_close_matches(str(key), PREPROCESS_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConversionError(
+                f"{where} has an unknown key {key!r}{hint}: known keys are {', '.join(PREPROCESS_KEYS)}"
+            )

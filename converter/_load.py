@@ -40,7 +40,7 @@ def load(model: Any) -> Source:
     """A :class:`Source` from a ``keras.Model`` or a path (``.keras``, ``.h5``, SavedModel directory)."""
     import keras
 
-    if isinstance(model, keras.Model):
+    if isinstance(model, keras.Model) or _is_tf_keras_model(model):
         return _from_keras(model)
     if not isinstance(model, (str, Path)):
         raise ConversionError(f"expected a keras.Model or a path, got {type(model).__name__}")
@@ -52,13 +52,7 @@ def load(model: Any) -> Source:
             raise ConversionError(f"{path} is a directory without saved_model.pb: not a SavedModel")
         source = _from_saved_model(path)
     elif path.suffix in (".keras", ".h5", ".hdf5"):
-        try:
-            loaded = keras.models.load_model(path, compile=False)
-        except Exception as exc:
-            raise ConversionError(
-                f"{path} is not a Keras model Keras {keras.__version__} can load: {exc}"
-            ) from None
-        source = _from_keras(loaded)
+        source = _from_keras(_load_file(path))
     else:
         raise ConversionError(
             f"{path}: unknown model format {path.suffix!r}; use .keras, .h5 or a SavedModel dir"
@@ -68,12 +62,58 @@ def load(model: Any) -> Source:
     return source
 
 
+def _is_tf_keras_model(model: Any) -> bool:
+    """A Keras 2 model (the ``tf_keras`` package), without importing it when it is not installed."""
+    import sys
+
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(model, tf_keras.Model)
+
+
+def _load_file(path: Path) -> Any:
+    """A ``.keras``/``.h5`` file: Keras 3 first; ``.h5`` files Keras 3 cannot read go to Keras 2 (``tf_keras``).
+
+    Keras 3 reads most ``.h5`` files Keras 2 wrote, but not all: e.g. TensorFlow functions used directly
+    on Keras tensors (saved as ``TFOpLambda`` layers) only Keras 2 can rebuild.
+    """
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if path.suffix == ".keras":
+            raise ConversionError(
+                f"{path} is not a Keras model Keras {keras.__version__} can load: {error}"
+            ) from None
+    try:
+        import tf_keras
+    except ImportError:
+        import tensorflow as tf
+
+        minor = ".".join(tf.__version__.split(".")[:2])
+        raise ConversionError(
+            f"Keras {keras.__version__} cannot load {path} ({error}); if Keras 2 wrote it, install "
+            f"Keras 2 for your TensorFlow: pip install --no-deps 'tf_keras=={minor}.*' and convert again"
+        ) from None
+    try:
+        return tf_keras.models.load_model(path, compile=False)
+    except Exception as exc2:
+        error2 = str(exc2).strip().splitlines()[0][:300] if str(exc2).strip() else type(exc2).__name__
+        raise ConversionError(
+            f"neither Keras {keras.__version__} ({error}) nor Keras 2 / tf_keras {tf_keras.__version__} "
+            f"({error2}) can load {path}: re-save it from the code that trained it (model.save('m.keras'))"
+        ) from None
+
+
 def _from_keras(model: Any) -> Source:
     inputs = []
     for i, tensor in enumerate(model.inputs):
         shape = tuple(None if d is None else int(d) for d in tensor.shape)
         name = "input" if len(model.inputs) == 1 else _input_name(tensor, i, model.inputs)
-        inputs.append(InputSpec(name, (None, *shape[1:]), str(np.dtype(getattr(tensor, "dtype", "float32")))))
+        dtype = getattr(tensor, "dtype", "float32")
+        dtype = getattr(dtype, "as_numpy_dtype", dtype)  # Keras 2 (tf_keras) tensors carry a tf.DType
+        inputs.append(InputSpec(name, (None, *shape[1:]), str(np.dtype(dtype))))
 
     def call(*tensors: Any) -> Any:
         out = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)

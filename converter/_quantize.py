@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -138,6 +139,7 @@ def quantize(
                 variant.status, variant.reason = "failed", f"quantization failed: {_first_line(exc)}"
                 continue
             variant.settings.update(requested=mode, calibration_size=count(calib) if name == "static" else 0)
+            _note_float_recurrent(name, path, variant.settings, warnings)
             _finish(path, proto, metadata, variant.settings, info)
             paths[name] = path
         _measure_all(
@@ -352,6 +354,7 @@ def _pre_process(source: Path, target: Path, warnings: list[str]) -> Path:
             return target
         except Exception as exc:
             error = exc
+            _remove_shape_inference_dump()
     warnings.append(f"pre-processing failed ({_first_line(error)}); quantizing the model as converted")
     return source
 
@@ -734,3 +737,59 @@ def _first_line(exc: BaseException | None) -> str:
     return (
         (text.splitlines()[0][:300] if text else type(exc).__name__) if exc is not None else "unknown error"
     )
+
+
+RECURRENT_OPS = ("Loop", "Scan", "LSTM", "GRU", "RNN")
+
+
+def _note_float_recurrent(name: str, path: Path, settings: dict[str, Any], warnings: list[str]) -> None:
+    """Say when an int8 variant leaves recurrent layers in float (onnxruntime does not reach into them).
+
+    Keras' GRU/LSTM/SimpleRNN become ONNX ``Loop`` nodes whose bodies hold the recurrent MatMuls; neither
+    static QDQ nor dynamic quantization rewrites those bodies, so only the layers around them are int8.
+    """
+    if name not in ("static", "dynamic"):
+        return
+    import onnx
+
+    layers = []
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type not in RECURRENT_OPS:
+            continue
+        float_matmuls = sum(
+            1
+            for attr in node.attribute
+            if attr.HasField("g")
+            for inner in attr.g.node
+            if inner.op_type in ("MatMul", "Gemm")
+        )
+        if node.op_type in ("LSTM", "GRU", "RNN") or float_matmuls:
+            parts = [p for p in node.name.split("/") if p and not p.startswith("while")]
+            layer = re.sub(r"(_\d+)+$", "", parts[-1] if parts else node.name)
+            kind = next((k for k in ("GRU", "LSTM") if k.lower() in layer.lower()), "recurrent")
+            layers.append(f"{layer} ({kind})")
+    if layers:
+        settings["float_recurrent_layers"] = layers
+        warnings.append(
+            f"{name} int8 leaves the recurrent layer{'s' if len(layers) > 1 else ''} {', '.join(layers)} "
+            "in float: onnxruntime does not quantize inside recurrent loops, so only the layers around "
+            "them are int8"
+        )
+
+
+def _remove_shape_inference_dump() -> None:
+    """onnxruntime's symbolic shape inference, when it fails (e.g. on Keras GRU/LSTM ``Loop`` graphs), dumps
+    ``sym_shape_infer_temp.onnx`` and uuid-named external-data files into the *current directory*: remove them."""
+    import onnx
+
+    dump = Path("sym_shape_infer_temp.onnx")
+    if not dump.is_file() or time.time() - dump.stat().st_mtime > 600:
+        return
+    try:
+        model = onnx.load(str(dump), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location" and "/" not in entry.value and "\\" not in entry.value:
+                    Path(entry.value).unlink(missing_ok=True)
+    finally:
+        dump.unlink(missing_ok=True)

@@ -72,7 +72,9 @@ def _convert(args: argparse.Namespace) -> int:
     from onnxfn.converter import convert
 
     labels = _read_labels(args.labels) if args.labels else None
-    preprocess = json.loads(args.preprocess) if args.preprocess else None
+    from onnxfn.converter._cli import parse_preprocess
+
+    preprocess = parse_preprocess(args.preprocess)
     if getattr(args, "quantize_mode", None):
         return _convert_and_quantize(args, labels, preprocess)
     if getattr(args, "calibration", None) or getattr(args, "eval_data", None):

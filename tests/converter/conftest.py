@@ -197,3 +197,13 @@ def bow_onnx(bow_bundle, onnx_dir) -> Path:
     path = onnx_dir / "bow.onnx"
     convert(model, path, labels=list(TOPICS), preprocess=spec)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """``models`` tests (the whole keras.applications catalogue) run only when ``-m`` names them."""
+    if "models" in (config.option.markexpr or ""):
+        return
+    skipped = [item for item in items if item.get_closest_marker("models")]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [item for item in items if not item.get_closest_marker("models")]
