@@ -129,6 +129,19 @@ def write(path: Path, rows: list[dict], timings: dict[str, float], total: float)
                 f"{r.get('target', '')} | {'yes' if r.get('met') else '**no**'} |"
             )
         lines.append("")
+    tables = [
+        (name, title)
+        for name, title in (
+            ("catalogue.md", "keras.applications catalogue (python benchmarks/bench_catalogue.py)"),
+            ("bentoml.md", "side by side with BentoML"),
+            ("batching.md", "dynamic batching"),
+            ("explain.md", "explanation cost per image"),
+            ("quantize.md", "quantization"),
+        )
+        if (HERE / name).exists()
+    ]
+    if tables:
+        lines += ["## Detailed tables", ""] + [f"- [{title}]({name})" for name, title in tables] + [""]
     plots = sorted(p.name for p in HERE.glob("*.png"))
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]

@@ -6,15 +6,10 @@ Text: a generated corpus (see ``converter_data``: no labelled corpus ships offli
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/models.py
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # converter_data.py
-
 from converter_data import DIGIT_LABELS, MAX_LEN, TOPICS, make_corpus
 from models import DIGITS_PREPROCESS
 
