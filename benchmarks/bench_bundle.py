@@ -54,6 +54,8 @@ def first_answer_s(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd, text=True
     )
     line = proc.stdout.readline()
+    while line.startswith('{"_aws"'):  # the handler's CloudWatch EMF line comes just before the response
+        line = proc.stdout.readline()
     elapsed = time.perf_counter() - t0
     proc.stdout.read()
     proc.wait()
