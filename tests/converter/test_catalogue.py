@@ -1,9 +1,11 @@
 """The ``keras.applications`` catalogue: every architecture converts, passes parity, and quantizes.
 
 Random weights (``weights=None``: nothing can be downloaded) at the smallest input each constructor
-allows. BatchNormalization statistics are set from one batch of real photographs first, so activations
-have realistic magnitudes (with the default statistics they decay towards zero and any parity check
-passes trivially). ``make test`` runs the ``FAST`` subset (marked ``convert``); ``make test-models``
+allows. BatchNormalization statistics are set from 256 real photographs first, as a trained model's
+match its data, so activations have realistic magnitudes: with the default statistics they decay towards
+zero in most nets (any parity check passes trivially) and explode in EfficientNets (logits in the
+thousands, so chaotic that float32 rounding alone moves them by percents: no check can pass). With
+data-matched statistics every architecture must pass the converter's own, unchanged parity check. ``make test`` runs the ``FAST`` subset (marked ``convert``); ``make test-models``
 runs the whole catalogue (marked ``models``, deselected unless ``-m`` names it).
 """
 
@@ -23,7 +25,7 @@ from catalogue import (
     real_images,
     realistic_batchnorm,
 )
-from onnxfn.converter import ConversionError, convert, quantize
+from onnxfn.converter import convert, quantize
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # fp16: tiny weights truncated to 1e-7
 
@@ -49,21 +51,14 @@ def test_catalogue_is_the_installed_one():
 def test_application_converts_and_quantizes(name, tmp_path):
     size = min_size(name)
     model = build(name, size, classes=10)
-    images = real_images(size, 48, seed=0)
-    realistic_batchnorm(model, inputs_for(name, images[:16]))
+    realistic_batchnorm(model, name, size)
     sample = inputs_for(name, real_images(size, 8, seed=1))
-    calibration, held_out = inputs_for(name, images[16:]), inputs_for(name, real_images(size, 16, seed=2))
+    calibration = inputs_for(name, real_images(size, 32, seed=0))
+    held_out = inputs_for(name, real_images(size, 16, seed=2))
 
     fp32 = tmp_path / f"{name}.onnx"
-    try:
-        convert(model, fp32, task="tensor", sample=sample)  # the converter's own parity check
-    except ConversionError as exc:
-        # Only for nets so chaotic that float32 itself is unreliable: then ONNX must be no further from
-        # the exact (float64) result than Keras float32 is.
-        assert "differs from Keras" in str(exc), exc
-        convert(model, fp32, task="tensor", check=False)
-        keras_error, onnx_error = float64_errors(name, model, fp32, sample)
-        assert onnx_error <= 2 * keras_error + 1e-4, (onnx_error, keras_error)
+    report = convert(model, fp32, task="tensor", sample=sample)  # the converter's own parity check
+    assert report.max_abs_output < 1e3, "logits this large: BN statistics do not match the data"
     expected = np.asarray(model(held_out, training=False))
     assert np.std(expected) > 1e-3, "outputs do not vary: parity would prove nothing"
     # Independently, on held-out images: ONNX is as close to the exact (float64) result as Keras float32.
