@@ -5,7 +5,8 @@ allows. BatchNormalization statistics are set from 256 real photographs first, a
 match its data, so activations have realistic magnitudes: with the default statistics they decay towards
 zero in most nets (any parity check passes trivially) and explode in EfficientNets (logits in the
 thousands, so chaotic that float32 rounding alone moves them by percents: no check can pass). With
-data-matched statistics every architecture must pass the converter's own, unchanged parity check. ``make test`` runs the ``FAST`` subset (marked ``convert``); ``make test-models``
+data-matched statistics every architecture must pass the converter's own, unchanged parity check, except
+``catalogue.CHAOTIC`` (still chaotic: judged against a float64 Keras run instead). ``make test`` runs the ``FAST`` subset (marked ``convert``); ``make test-models``
 runs the whole catalogue (marked ``models``, deselected unless ``-m`` names it).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from catalogue import (
+    CHAOTIC,
     FAST,
     PARAMS_M,
     build,
@@ -25,7 +27,7 @@ from catalogue import (
     real_images,
     realistic_batchnorm,
 )
-from onnxfn.converter import convert, quantize
+from onnxfn.converter import ConversionError, convert, quantize
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # fp16: tiny weights truncated to 1e-7
 
@@ -57,8 +59,18 @@ def test_application_converts_and_quantizes(name, tmp_path):
     held_out = inputs_for(name, real_images(size, 16, seed=2))
 
     fp32 = tmp_path / f"{name}.onnx"
-    report = convert(model, fp32, task="tensor", sample=sample)  # the converter's own parity check
-    assert report.max_abs_output < 1e3, "logits this large: BN statistics do not match the data"
+    try:
+        report = convert(model, fp32, task="tensor", sample=sample)  # the converter's own parity check
+        assert report.max_abs_output < 1e3, "logits this large: BN statistics do not match the data"
+    except ConversionError as exc:
+        if name not in CHAOTIC:
+            raise
+        # Known chaotic even with realistic statistics: ONNX must be no further from the exact (float64)
+        # result than Keras float32 is.
+        assert "differs from Keras" in str(exc), exc
+        convert(model, fp32, task="tensor", check=False)
+        keras_error, onnx_error = float64_errors(name, model, fp32, sample)
+        assert onnx_error <= 2 * keras_error + 1e-4, (onnx_error, keras_error)
     expected = np.asarray(model(held_out, training=False))
     assert np.std(expected) > 1e-3, "outputs do not vary: parity would prove nothing"
     # Independently, on held-out images: ONNX is as close to the exact (float64) result as Keras float32.
