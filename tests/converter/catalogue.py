@@ -109,13 +109,20 @@ def real_images(size: int, n: int = 8, seed: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
-CHAOTIC = ("EfficientNetV2S",)
-"""Architectures still chaotic with data-matched BN statistics (random weights): on some images float32
+CHAOTIC_FAMILIES = ("EfficientNet",)
+"""Families still near-chaotic with data-matched BN statistics (random weights): on some images float32
 rounding alone moves their outputs by ~1e-3 of their range, more than the converter's parity check allows
 (5e-4), and Keras' batch-1 vs batch-8 difference (the check's noise estimate) does not show it because
-both run the same kernels. EfficientNetV2S, 10 classes, test images: logits up to 185, Keras float32 is
-0.142 off the float64 result and ONNX 0.072. For these the tests accept ONNX when it is no further from
-float64 than Keras float32 is (``float64_errors``); the converter's own check is still tried first."""
+both run the same kernels. Seen in the test's configuration (10 classes, test images): EfficientNetV2S,
+logits up to 185, Keras float32 0.142 off the float64 result and ONNX 0.072; EfficientNetB2, logits up
+to 178, ONNX 0.208 off Keras. For these the converter's own check is tried first and, when it refuses,
+ONNX must be no further from float64 than Keras float32 is (``float64_errors``)."""
+
+
+def chaotic(name: str) -> bool:
+    """Whether ``name`` belongs to ``CHAOTIC_FAMILIES``."""
+    return name.startswith(CHAOTIC_FAMILIES)
+
 
 BN_IMAGES = 256
 """How many real images set the BatchNormalization statistics (see ``realistic_batchnorm``)."""
