@@ -21,7 +21,9 @@ from urllib.parse import quote
 import numpy as np
 
 from ._encode import Encoded, batch_body
-from ._exceptions import APIConnectionError, APIError, InvalidResponseError, NotFoundError, request_id_of
+from ._exceptions import APIConnectionError, APIError, NotFoundError, request_id_of
+from ._responses import invalid as _invalid
+from ._responses import json_of, predictions_of
 from ._retry import RetryPolicy, Sleep, Step, attempts
 from ._trace import check_traceparent, inject_current
 from ._transports import AsyncTransport, Request, Response, Transport
@@ -39,8 +41,6 @@ __all__ = [
     "T",
     "drive",
     "env_api_key",
-    "json_of",
-    "predictions_of",
     "resolve_url",
 ]
 
@@ -334,46 +334,3 @@ class BaseClient:
                 raise ValueError(f"model {model!r} lists no inputs: pass inputs as {{name: array}}")
             self._input_names[model] = inputs[0]["name"]
         return self._input_names[model]
-
-
-# -- reading answers -----------------------------------------------------------------------------------
-def _invalid(resp: Response, message: str, body: bytes | None = None) -> InvalidResponseError:
-    return InvalidResponseError(
-        message,
-        status=resp.status,
-        request_id=request_id_of(resp.headers),
-        body=resp.content if body is None else body,
-        headers=resp.headers,
-    )
-
-
-def json_of(resp: Response) -> Any:
-    """The JSON of a 2xx answer, or ``InvalidResponseError``."""
-    try:
-        return json.loads(resp.content)
-    except ValueError:
-        raise _invalid(resp, f"{resp.status} answer is not JSON: {resp.content[:200]!r}") from None
-
-
-def predictions_of(resp: Response, count: int) -> list[Prediction]:
-    """``count`` predictions from a predict answer (classifier top-k or tensor ``outputs``)."""
-    data = json_of(resp)
-    request_id = request_id_of(resp.headers)
-    rows = data.get("predictions", data.get("outputs")) if isinstance(data, dict) else None
-    if not isinstance(rows, list) or len(rows) != count:
-        raise _invalid(resp, f"expected {count} predictions in the answer, got {resp.content[:200]!r}")
-    model = data.get("model")
-    version = None if data.get("version") is None else str(data["version"])
-    if "predictions" in data:
-        try:
-            return [
-                Prediction.from_scores(r, model=model, version=version, request_id=request_id) for r in rows
-            ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _invalid(resp, f"unreadable predictions ({exc}): {resp.content[:200]!r}") from None
-    return [
-        Prediction(
-            label=None, score=None, outputs=np.asarray(r), model=model, version=version, request_id=request_id
-        )
-        for r in rows
-    ]

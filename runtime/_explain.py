@@ -19,7 +19,6 @@ through onnxruntime; the cost is bounded by the number of masks (``ONNXFN_EXPLAI
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -30,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from ._attribution import Clock, ImageInput, batch_size, class_scores, occlusion, rise
 from ._errors import BadRequest, PayloadTooLarge
-from ._image import IMAGE_FORMATS, ImagePreprocessor
+from ._image import ImagePreprocessor
 from ._model import Model
+from ._overlay import overlay_png
 from ._text import TextPreprocessor
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
 IMAGE_METHODS = ("occlusion", "rise")
 TEXT_METHODS = ("occlusion",)
 _WORDS = re.compile(r"[ \t\n\r\f\v]+")  # the split TextPreprocessor uses (ASCII whitespace only)
-OVERLAY_MAX_SIDE = 320  # overlay PNGs are for looking at: a few tens of KB, not the original's size
-OVERLAY_MIN_SIDE = 224
 
 
 def _env_int(name: str, default: int) -> int:
@@ -181,206 +180,6 @@ def _method(model: Model, method: str | None, settings: ExplainSettings) -> str:
 
 
 # -- scoring -----------------------------------------------------------------------------------------------
-def _class_scores(model: Model, batch: np.ndarray) -> np.ndarray:
-    """(n, classes) scores of the model's first output; a one-column (sigmoid) output becomes [1-p, p]."""
-    name = model.outputs[0].name
-    out = np.asarray(model.run({model.inputs[0].name: batch}, [name])[name], dtype=np.float64)
-    out = out.reshape(out.shape[0], -1)
-    if out.shape[1] == 1:
-        out = np.concatenate([1.0 - out, out], axis=1)
-    return out
-
-
-def _batch_size(model: Model, settings: ExplainSettings) -> int:
-    first = model.inputs[0].shape[0] if model.inputs[0].shape else None
-    if isinstance(first, int) and first > 0:
-        return first  # a graph exported with a fixed batch size: feed exactly that many
-    return settings.batch
-
-
-class _Clock:
-    """The request's time budget, shared by its instances."""
-
-    def __init__(self, budget: float) -> None:
-        self.end = time.perf_counter() + budget
-
-    def expired(self) -> bool:
-        return time.perf_counter() >= self.end
-
-
-# -- images ------------------------------------------------------------------------------------------------
-class _ImageInput:
-    """One image in the model's units, as H×W×C float, and the way back to the model's layout."""
-
-    def __init__(self, model: Model, data: bytes) -> None:
-        pre = model.preprocessor
-        assert isinstance(pre, ImagePreprocessor)
-        self.pre = pre
-        self.image = pre.load(data)  # decoded, upright, model size: BadRequest exactly as for predict
-        pixels = np.asarray(self.image, dtype=np.uint8)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        self.integer = pre.dtype == np.uint8
-        self.hwc = pixels.astype(np.float32) if self.integer else pixels.astype(np.float32) * pre._a + pre._b
-        self.height, self.width = self.hwc.shape[:2]
-
-    def tensor(self, masks: np.ndarray) -> np.ndarray:
-        """The image under each mask (N×H×W in 0..1; 0 = replaced by the baseline, 0 in model units)."""
-        batch = self.hwc[None] * masks[..., None].astype(np.float32)
-        if self.integer:
-            batch = np.rint(batch)
-        if self.pre.layout == "NCHW":
-            batch = np.transpose(batch, (0, 3, 1, 2))
-        if self.pre.flatten:
-            batch = batch.reshape(batch.shape[0], -1)
-        return batch.astype(self.pre.dtype, copy=False)
-
-
-def _occlusion_windows(height: int, width: int, limit: int) -> tuple[int, int, list[tuple[int, int]]]:
-    """Window size, stride and top-left corners: tiling corners first, then the half-stride ones."""
-    win = max(1, math.ceil(min(height, width) / 6))
-    while True:
-        stride = max(1, win // 2)
-        win = 1 if win == 1 else 2 * stride  # the tiling corners are then on the stride grid
-        ys = sorted(set(range(0, height - win + 1, stride)) | {max(0, height - win)})
-        xs = sorted(set(range(0, width - win + 1, stride)) | {max(0, width - win)})
-        if len(ys) * len(xs) <= limit or win >= min(height, width):
-            break
-        win += 1 if win == 1 else 2
-    tile_y = set(range(0, height - win + 1, win)) | {max(0, height - win)}
-    tile_x = set(range(0, width - win + 1, win)) | {max(0, width - win)}
-    corners = [(y, x) for y in ys for x in xs]
-    corners.sort(key=lambda c: c[0] not in tile_y or c[1] not in tile_x)
-    return win, stride, corners
-
-
-def _occlusion(
-    model: Model, image: _ImageInput, index: int, base: float, settings: ExplainSettings, clock: _Clock
-) -> tuple[np.ndarray, int, bool]:
-    h, w = image.height, image.width
-    win, _, corners = _occlusion_windows(h, w, settings.masks)
-    total = np.zeros((h, w), dtype=np.float64)
-    count = np.zeros((h, w), dtype=np.float64)
-    size = _batch_size(model, settings)
-    done = 0
-    for start in range(0, len(corners), size):
-        if done and clock.expired():
-            break
-        chunk = corners[start : start + size]
-        masks = np.ones((len(chunk), h, w), dtype=np.float32)
-        for i, (y, x) in enumerate(chunk):
-            masks[i, y : y + win, x : x + win] = 0.0
-        scores = _class_scores(model, image.tensor(masks))[:, index]
-        for (y, x), score in zip(chunk, scores, strict=True):
-            total[y : y + win, x : x + win] += base - score
-            count[y : y + win, x : x + win] += 1.0
-        done += len(chunk)
-    saliency = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    positive = np.clip(saliency, 0.0, None)
-    peak = positive.max()
-    heatmap = positive / peak if peak > 0 else positive
-    return heatmap, done, done == len(corners)
-
-
-def _upsample_matrix(out_size: int, cells: int) -> np.ndarray:
-    """Linear interpolation from ``cells`` grid values to ``out_size`` samples (out_size × cells)."""
-    pos = np.linspace(0.0, cells - 1.0, out_size)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, cells - 1)
-    frac = pos - lo
-    matrix = np.zeros((out_size, cells))
-    matrix[np.arange(out_size), lo] += 1.0 - frac
-    matrix[np.arange(out_size), hi] += frac
-    return matrix
-
-
-def _rise_masks(count: int, height: int, width: int, cells: int, rng: np.random.Generator) -> np.ndarray:
-    """RISE's smooth masks: a random binary grid, upsampled bilinearly, randomly shifted by < one cell."""
-    cells = max(2, min(cells, height, width))
-    cell_h, cell_w = math.ceil(height / cells), math.ceil(width / cells)
-    grid = (rng.random((count, cells, cells)) < 0.5).astype(np.float64)
-    big_h, big_w = (cells + 1) * cell_h, (cells + 1) * cell_w
-    ry, rx = _upsample_matrix(big_h, cells), _upsample_matrix(big_w, cells)
-    big = ry @ grid @ rx.T  # (n, big_h, big_w): bilinear upsampling as two matrix products
-    dy = rng.integers(0, cell_h, size=count)
-    dx = rng.integers(0, cell_w, size=count)
-    return np.stack([big[i, dy[i] : dy[i] + height, dx[i] : dx[i] + width] for i in range(count)]).astype(
-        np.float32
-    )
-
-
-def _rise(
-    model: Model, image: _ImageInput, index: int, settings: ExplainSettings, clock: _Clock
-) -> tuple[np.ndarray, int, bool]:
-    h, w = image.height, image.width
-    rng = np.random.default_rng(0)
-    size = _batch_size(model, settings)
-    weighted = np.zeros((h, w), dtype=np.float64)
-    coverage = np.zeros((h, w), dtype=np.float64)
-    done = 0
-    while done < settings.masks:
-        if done and clock.expired():
-            break
-        masks = _rise_masks(min(size, settings.masks - done), h, w, settings.rise_cells, rng)
-        scores = _class_scores(model, image.tensor(masks))[:, index]
-        weighted += np.tensordot(scores, masks, axes=1)
-        coverage += masks.sum(axis=0)
-        done += len(masks)
-    saliency = np.divide(weighted, coverage, out=np.zeros_like(weighted), where=coverage > 0)
-    low, high = saliency.min(), saliency.max()
-    heatmap = (saliency - low) / (high - low) if high - low > 1e-12 else np.zeros_like(saliency)
-    return heatmap, done, done >= settings.masks
-
-
-# -- overlay -----------------------------------------------------------------------------------------------
-_ANCHORS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_COLOURS = np.array(  # a "jet"-like ramp: blue (no evidence) → cyan → yellow → red (most evidence)
-    [[0, 0, 160], [0, 160, 255], [80, 255, 120], [255, 220, 0], [230, 20, 20]], dtype=np.float64
-)
-
-
-def _colourise(heatmap: np.ndarray) -> np.ndarray:
-    return np.stack([np.interp(heatmap, _ANCHORS, _COLOURS[:, c]) for c in range(3)], axis=-1)
-
-
-def overlay_png(data: bytes | Any, heatmap: np.ndarray) -> bytes:
-    """The image (bytes or a PIL image) with ``heatmap`` (H×W in 0..1) laid over it, as PNG bytes.
-
-    Sized for a screen (longest side 224–320 px); evidence shows in warm colours, the rest stays visible.
-    """
-    from PIL import Image, ImageOps
-
-    image: Image.Image
-    if isinstance(data, (bytes, bytearray)):
-        image = Image.open(io.BytesIO(bytes(data)), formats=IMAGE_FORMATS)
-        if image.format == "JPEG":
-            image.draft("RGB", (OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
-        image.load()
-    else:
-        image = data
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: S110 - a broken EXIF block: draw the image as stored
-        pass
-    image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "PA", "LA") else image.convert("RGB")
-    longest = max(image.size)
-    target = min(max(longest, OVERLAY_MIN_SIDE), OVERLAY_MAX_SIDE)
-    scale = target / longest
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    resample = Image.Resampling.NEAREST if scale >= 4 else Image.Resampling.BILINEAR
-    image = image.resize(size, resample)
-    heat = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize(
-        size, Image.Resampling.BILINEAR
-    )
-    h = np.clip(np.asarray(heat, dtype=np.float64), 0.0, 1.0)[..., None]
-    alpha = 0.15 + 0.55 * h
-    blended = np.asarray(image, dtype=np.float64) * (1 - alpha) + _colourise(h[..., 0]) * alpha
-    out = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB").save(out, format="PNG")
-    return out.getvalue()
-
-
-# -- the payload -------------------------------------------------------------------------------------------
 def explain_payload(
     model: Model,
     instances: list[Any],
@@ -403,24 +202,24 @@ def explain_payload(
             "(ONNXFN_EXPLAIN_MAX_INSTANCES): explain fewer at a time"
         )
     chosen = _method(model, method, settings)
-    clock = _Clock(settings.budget)
+    clock = Clock(settings.budget)
     t0 = time.perf_counter()
     explanations = []
     if isinstance(pre, ImagePreprocessor):
         items = decode_image_instances(instances)
         if not all(isinstance(x, (bytes, bytearray)) for x in items):
             raise BadRequest(f"model {model.name!r} explains images: send image bytes or base64 images")
-        inputs = [_ImageInput(model, bytes(x)) for x in items]  # decode all first: bad input fails fast
+        inputs = [ImageInput(model, bytes(x)) for x in items]  # decode all first: bad input fails fast
         for data, image in zip(items, inputs, strict=True):
-            base_scores = _class_scores(model, image.tensor(np.ones((1, image.height, image.width))))[0]
+            base_scores = class_scores(model, image.tensor(np.ones((1, image.height, image.width))))[0]
             # The heatmap covers what the model saw: the whole image when stretched, else the crop or the
             # letterbox (drawn from the model-size view).
             shown = bytes(data) if getattr(pre, "resize", "stretch") == "stretch" else image.image
             index = _resolve_target(model, target, base_scores)
             if chosen == "rise":
-                heatmap, used, complete = _rise(model, image, index, settings, clock)
+                heatmap, used, complete = rise(model, image, index, settings, clock)
             else:
-                heatmap, used, complete = _occlusion(
+                heatmap, used, complete = occlusion(
                     model, image, index, float(base_scores[index]), settings, clock
                 )
             explanations.append(
@@ -455,25 +254,25 @@ def _label(model: Model, index: int, scores: np.ndarray) -> dict[str, Any]:
 
 
 def _explain_text(
-    model: Model, text: str, target: str | int | None, settings: ExplainSettings, clock: _Clock
+    model: Model, text: str, target: str | int | None, settings: ExplainSettings, clock: Clock
 ) -> dict[str, Any]:
     pre = model.preprocessor
     assert isinstance(pre, TextPreprocessor)
     words = [w for w in _WORDS.split(text) if w]
-    base_scores = _class_scores(model, pre([text]))[0]
+    base_scores = class_scores(model, pre([text]))[0]
     index = _resolve_target(model, target, base_scores)
     base = float(base_scores[index])
     group = max(1, math.ceil(len(words) / settings.masks))
     starts = list(range(0, len(words), group))
     scores = [0.0] * len(words)
-    size = _batch_size(model, settings)
+    size = batch_size(model, settings)
     done = 0
     for first in range(0, len(starts), size):
         if done and clock.expired():
             break
         chunk = starts[first : first + size]
         variants = [" ".join(words[:s] + words[s + group :]) for s in chunk]
-        values = _class_scores(model, pre(variants))[:, index]
+        values = class_scores(model, pre(variants))[:, index]
         for s, value in zip(chunk, values, strict=True):
             for i in range(s, min(s + group, len(words))):
                 scores[i] = round(base - float(value), 6)

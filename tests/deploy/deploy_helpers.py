@@ -29,6 +29,10 @@ def run_probe(
     result = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-4000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # The handler also prints one CloudWatch EMF line per invocation (runtime/_emf.py): one per event.
+    emf = [line for line in lines if "_aws" in line]
+    lines = [line for line in lines if "_aws" not in line]
+    assert len(emf) == len(events), f"{len(emf)} EMF lines for {len(events)} invocations"
     return lines[:-1], lines[-1]
 
 
