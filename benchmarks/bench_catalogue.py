@@ -142,9 +142,12 @@ def run_one(name: str, runs: int, timeout: float) -> dict[str, Any]:
         lines = [
             ln
             for ln in proc.stderr.strip().splitlines()
-            if ln.strip() and not ln.startswith(("I0000", "W0000"))
+            if ln.strip() and not ln.startswith(("I0000", "W0000", "E0000"))
         ]
-        error = lines[-1][:300] if lines else f"exit code {proc.returncode}"
+        if proc.returncode == -9:  # SIGKILL: on Linux, nearly always the kernel's out-of-memory killer
+            error = "killed (SIGKILL, most likely out of memory)"
+        else:
+            error = lines[-1][:300] if lines else f"exit code {proc.returncode}"
     except subprocess.TimeoutExpired:
         error = f"timed out after {timeout:.0f} s"
     finally:
