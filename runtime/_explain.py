@@ -34,6 +34,7 @@ from ._errors import BadRequest, PayloadTooLarge
 from ._image import ImagePreprocessor
 from ._model import Model
 from ._overlay import overlay_png
+from ._settings import env_int, env_number
 from ._text import TextPreprocessor
 
 __all__ = [
@@ -48,28 +49,6 @@ __all__ = [
 IMAGE_METHODS = ("occlusion", "rise")
 TEXT_METHODS = ("occlusion",)
 _WORDS = re.compile(r"[ \t\n\r\f\v]+")  # the split TextPreprocessor uses (ASCII whitespace only)
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name}={raw!r} must be a positive whole number")
-    return int(raw)
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={raw!r} must be a positive number of seconds")
-    return value
 
 
 @dataclass
@@ -91,10 +70,10 @@ class ExplainSettings:
             raise ValueError(f"ONNXFN_EXPLAIN_METHOD={method!r}: use one of {', '.join(IMAGE_METHODS)}")
         return cls(
             method=method,
-            masks=_env_int("ONNXFN_EXPLAIN_MASKS", 256),
-            batch=_env_int("ONNXFN_EXPLAIN_BATCH", 32),
-            budget=_env_float("ONNXFN_EXPLAIN_BUDGET_S", 10.0),
-            max_instances=_env_int("ONNXFN_EXPLAIN_MAX_INSTANCES", 4),
+            masks=env_int("ONNXFN_EXPLAIN_MASKS", 256),
+            batch=env_int("ONNXFN_EXPLAIN_BATCH", 32),
+            budget=env_number("ONNXFN_EXPLAIN_BUDGET_S", 10.0, unit="seconds", zero_ok=False),
+            max_instances=env_int("ONNXFN_EXPLAIN_MAX_INSTANCES", 4),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,20 +38,24 @@ def threads_per_session(workers: int = 1, instances: int = 1) -> int:
     return max(1, default_threads() // max(1, workers * instances))
 
 
-def _float(name: str, default: float) -> float:
+def env_number(name: str, default: float, *, unit: str = "", zero_ok: bool = True) -> float:
+    """A finite number from ``$name`` (``default`` when unset): 0 or more, or more than 0 unless ``zero_ok``."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
+    what = f"number of {unit}" if unit else "number"
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name}={raw!r} must be zero or a positive number")
+        raise ValueError(f"{name}={raw!r} is not a {what}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = "0 or more" if zero_ok else "more than 0"
+        raise ValueError(f"{name}={raw!r} must be a finite {what}, {bound}")
     return value
 
 
-def _int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """A whole number of at least 1 from ``$name`` (``default`` when unset)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -72,19 +77,6 @@ def _bool(name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name}={raw!r} is not a boolean: use true or false")
-
-
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name}={raw!r} must be a finite number of seconds, 0 or more")
-    return value
 
 
 @dataclass
@@ -128,22 +120,22 @@ class Settings:
             model_dir=env.get("ONNXFN_MODEL_DIR") or _default_model_dir(),
             default_model=env.get("ONNXFN_DEFAULT_MODEL") or None,
             api_key_hashes=hashes,
-            max_body_bytes=_int("ONNXFN_MAX_BODY_BYTES", 6 * MiB),
-            max_batch=_int("ONNXFN_MAX_BATCH", 64),
-            max_header_bytes=_int("ONNXFN_MAX_HEADER_BYTES", 16 * 1024),
-            max_image_pixels=_int("ONNXFN_MAX_IMAGE_PIXELS", 40_000_000),
-            threads=_int("ONNXFN_THREADS", 0),  # 0 = not given: shared out below
-            batch_max=_int("ONNXFN_BATCH_MAX", 0),  # 0 = not given: min(32, max_batch)
-            batch_delay_ms=_float("ONNXFN_BATCH_DELAY_MS", 0.0),
-            instances=_int("ONNXFN_INSTANCES", 1),
-            workers=_int("ONNXFN_WORKERS", 1),
+            max_body_bytes=env_int("ONNXFN_MAX_BODY_BYTES", 6 * MiB),
+            max_batch=env_int("ONNXFN_MAX_BATCH", 64),
+            max_header_bytes=env_int("ONNXFN_MAX_HEADER_BYTES", 16 * 1024),
+            max_image_pixels=env_int("ONNXFN_MAX_IMAGE_PIXELS", 40_000_000),
+            threads=env_int("ONNXFN_THREADS", 0),  # 0 = not given: shared out below
+            batch_max=env_int("ONNXFN_BATCH_MAX", 0),  # 0 = not given: min(32, max_batch)
+            batch_delay_ms=env_number("ONNXFN_BATCH_DELAY_MS", 0.0),
+            instances=env_int("ONNXFN_INSTANCES", 1),
+            workers=env_int("ONNXFN_WORKERS", 1),
             log_level=(env.get("ONNXFN_LOG_LEVEL") or "INFO").upper(),
             request_timeout=float(env.get("ONNXFN_REQUEST_TIMEOUT") or 30.0),
             metrics=_bool("ONNXFN_METRICS", True),
             metrics_public=_bool("ONNXFN_METRICS_PUBLIC", False),
-            reload_interval=_seconds("ONNXFN_RELOAD_INTERVAL", 0.0),
-            drain_delay=_seconds("ONNXFN_DRAIN_DELAY", 0.0),
-            shutdown_timeout=_seconds("ONNXFN_SHUTDOWN_TIMEOUT", 10.0),
+            reload_interval=env_number("ONNXFN_RELOAD_INTERVAL", 0.0, unit="seconds"),
+            drain_delay=env_number("ONNXFN_DRAIN_DELAY", 0.0, unit="seconds"),
+            shutdown_timeout=env_number("ONNXFN_SHUTDOWN_TIMEOUT", 10.0, unit="seconds"),
         )
         for key, value in overrides.items():
             if value is None:
