@@ -28,6 +28,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 from common import row  # noqa: E402
+from models import quantize_int8  # noqa: E402
 
 WORK = ROOT / "artifacts" / "bench" / "explain"
 RUNS = int(os.environ.get("ONNXFN_BENCH_EXPLAIN_RUNS", "3"))
@@ -76,35 +77,10 @@ def _conv_net(path: Path, size: int, channels: list[int], quantize: bool = False
     )
     _save(graph, meta, path)
     if quantize:
-        _int8(path, path.with_name(path.stem + "_int8.onnx"), size)
+        calibration = np.random.default_rng(1).random((16, size, size, 3), dtype=np.float32)
+        quantize_int8(path, path.with_name(path.stem + "_int8.onnx"), calibration)
         return path.with_name(path.stem + "_int8.onnx")
     return path
-
-
-def _int8(src: Path, dst: Path, size: int) -> None:
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    rows = iter(np.random.default_rng(1).random((16, 1, size, size, 3), dtype=np.float32))
-
-    class Reader(CalibrationDataReader):
-        def get_next(self) -> dict | None:
-            x = next(rows, None)
-            return None if x is None else {"input": x}
-
-    quantize_static(
-        str(src),
-        str(dst),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    original, quantized = onnx.load(str(src)), onnx.load(str(dst))
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(original.metadata_props)
-    onnx.save(quantized, str(dst))
 
 
 def _photo(size: int) -> bytes:

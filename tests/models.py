@@ -181,6 +181,34 @@ def png_header_only(width: int, height: int) -> bytes:
     )
 
 
+def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    """Static QDQ int8 (onnxruntime.quantization), keeping onnxfn's metadata."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+        def get_next(self):
+            row = next(self.rows, None)
+            return None if row is None else {"input": row}
+
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    original, quantized = onnx.load(str(src)), onnx.load(str(dst))
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(original.metadata_props)
+    onnx.save(quantized, str(dst))
+
+
 def _save(graph, metadata, path: Path) -> Path:
     """An opset-17 model from ``graph`` with onnxfn ``metadata``, checked and written to ``path``."""
     import onnx

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from models import digit_png
-from servers import free_port, onnxfn_serve, wait_ready
+from servers import free_port, onnxfn_serve, stop, wait_ready
 
 import onnxfn
 
@@ -345,13 +344,7 @@ def venv_server(serve_venv, digits_dir) -> Iterator[str]:
         wait_ready(url, proc)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         if proc.stdout:
             proc.stdout.close()
 

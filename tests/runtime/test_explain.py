@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from models import _save, digit_png, digits_logreg
+from models import _save, digit_png, digits_logreg, quantize_int8
 from onnxfn.runtime import ModelMetadata, Settings, create_app, write_manifest
 from onnxfn.runtime._auth import hash_key
 
@@ -84,34 +84,6 @@ def _word_model(path):
     return _save(graph, meta, path)
 
 
-def _quantize_int8(src, dst, calibration: np.ndarray) -> None:
-    """Static QDQ int8 (onnxruntime.quantization), keeping onnxfn's metadata."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.rows = iter(calibration[i : i + 1] for i in range(len(calibration)))
-
-        def get_next(self):
-            row = next(self.rows, None)
-            return None if row is None else {"input": row}
-
-    quantize_static(
-        str(src),
-        str(dst),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    original, quantized = onnx.load(str(src)), onnx.load(str(dst))
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(original.metadata_props)
-    onnx.save(quantized, str(dst))
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, digits_data):
     root = tmp_path_factory.mktemp("explain-models")
@@ -120,7 +92,7 @@ def model_dir(tmp_path_factory, digits_data):
     _word_model(root / "word.onnx")
     digits_logreg(root / "digits.onnx")
     x_train = digits_data[0]
-    _quantize_int8(
+    quantize_int8(
         root / "digits.onnx", root / "digits_int8.onnx", x_train[:200, :, :, None].astype(np.float32)
     )
     write_manifest(root)
