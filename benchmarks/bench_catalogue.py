@@ -45,14 +45,13 @@ def measure(name: str, runs: int, classes: int = 1000) -> dict[str, Any]:
     from catalogue import (
         BN_IMAGES,
         build,
-        float64_errors,
         inputs_for,
         min_size,
         pixels,
         real_images,
         realistic_batchnorm,
     )
-    from onnxfn.converter import ConversionError, convert, quantize
+    from onnxfn.converter import convert, quantize
 
     size = min_size(name)
     row: dict[str, Any] = {"model": name, "input": f"{size}×{size}", "pixels": pixels(name)}
@@ -65,25 +64,15 @@ def measure(name: str, runs: int, classes: int = 1000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="onnxfn-catalogue-") as tmp:
         fp32 = Path(tmp) / f"{name}.onnx"
         started = time.perf_counter()
-        try:
-            report = convert(model, fp32, task="tensor", sample=held_out[:8])
-            row["parity"] = "converter"
-            row["max_abs_diff"] = report.max_abs_diff
-            row["max_abs_output"] = report.max_abs_output
-            row["keras_noise"] = report.keras_noise
-        except ConversionError as exc:
-            if "differs from Keras" not in str(exc):
-                raise
-            # Too chaotic for float32 parity (random weights): judge against the exact float64 result.
-            report = convert(model, fp32, task="tensor", check=False)
-            keras_error, onnx_error = float64_errors(name, model, fp32, held_out[:8])
-            row["parity"] = "float64" if onnx_error <= 2 * keras_error + 1e-4 else "FAILED"
-            row["refused"] = str(exc)[:200]
-            row["keras_f64_error"], row["onnx_f64_error"] = keras_error, onnx_error
-            row["max_abs_diff"] = float(
-                np.max(np.abs(_onnx(fp32, held_out[:8]) - model(held_out[:8], training=False)))
-            )
-            row["max_abs_output"] = float(np.max(np.abs(model(held_out[:8], training=False))))
+        report = convert(model, fp32, task="tensor", sample=held_out[:8])  # a refusal fails the row
+        row["parity"] = "converter" if report.float64 is None else "float64"
+        row["max_abs_diff"] = report.max_abs_diff
+        row["max_abs_output"] = report.max_abs_output
+        row["keras_noise"] = report.keras_noise
+        row["parity_allowed"] = report.parity_allowed
+        if report.float64 is not None:  # tolerance exceeded, accepted by the converter's float64 reference
+            row["keras_f64_error"] = report.float64["keras_error"]
+            row["onnx_f64_error"] = report.float64["onnx_error"]
         row["convert_s"] = round(time.perf_counter() - started, 1)
         auto = quantize(
             fp32,
@@ -111,17 +100,8 @@ def measure(name: str, runs: int, classes: int = 1000) -> dict[str, Any]:
             "max_abs_out": held_out_scale,
         }
     row["warnings"] = auto.warnings
-    row["ok"] = row["parity"] != "FAILED" and all(
-        variants[m].status != "failed" for m in ("static", "dynamic", "fp16")
-    )
+    row["ok"] = all(variants[m].status != "failed" for m in ("static", "dynamic", "fp16"))
     return row
-
-
-def _onnx(path: Path, x: Any) -> Any:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def _round(x: float | None) -> float | None:
@@ -160,10 +140,7 @@ def _parity_note(row: dict[str, Any]) -> str:
         return " ‡"
     if row["parity"] == "converter":
         return "" if row.get("bn_images") or not row.get("bn_layers") else " §"
-    return (
-        f" {'†' if row['parity'] == 'float64' else '**FAILED**'} f64: onnx {row['onnx_f64_error']:.3g}, "
-        f"keras {row['keras_f64_error']:.3g}"
-    )
+    return f" † f64: onnx {row['onnx_f64_error']:.3g}, keras {row['keras_f64_error']:.3g}"
 
 
 def render(rows: list[dict[str, Any]], runs: int) -> str:
@@ -173,15 +150,15 @@ def render(rows: list[dict[str, Any]], runs: int) -> str:
     import tensorflow as tf
     from catalogue import names
 
-    ok = [r for r in rows if "error" not in r and r.get("parity") != "FAILED"]
+    ok = [r for r in rows if "error" not in r]
     quantized = [r for r in ok if r.get("ok")]
     own = [r for r in ok if r.get("parity") == "converter"]
     lines = [
         "# keras.applications through onnxfn",
         "",
         f"{len(rows)} of {len(names())} architectures from Keras {keras.__version__} (TensorFlow {tf.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}): **{len(ok)} converted and passed parity ({len(own)} the "
-        f"converter's own check), {len(quantized)} quantized** (static int8, dynamic int8 and fp16 all built "
+        f"onnxruntime {onnxruntime.__version__}): **{len(ok)} converted and passed the converter's parity check ({len(own)} "
+        f"within its default tolerance, the others by its float64 reference), {len(quantized)} quantized** (static int8, dynamic int8 and fp16 all built "
         "and run).",
         "",
         "How: `python benchmarks/bench_catalogue.py` (each model: `convert`, then `quantize(mode='auto')` "
@@ -198,9 +175,10 @@ def render(rows: list[dict[str, Any]], runs: int) -> str:
         "and parity failed; from 256 they are ~16 and it passes the default check. "
         "Parity: the converter's own check, max |onnx − keras| on 8 real images at batch 8 and 1, allowed "
         "1e-4 + 5e-4 × max |output| or 5 × Keras' own batch-1 vs batch-8 difference when larger (random "
-        "nets are chaotic and amplify last-bit differences). † the converter refused parity; the same "
-        "architecture and weights run in float64 by Keras show ONNX no further from the exact result than "
-        "Keras float32 is (errors vs float64 given): some untrained nets, EfficientNetV2 above all, are so "
+        "nets are chaotic and amplify last-bit differences). † over that tolerance and accepted by the "
+        "converter's float64 reference: the same architecture and weights run in float64 by Keras show ONNX "
+        "no further from the exact result than Keras float32 is (within the converter's margin of 3 ×; "
+        "max errors vs float64 given): some untrained nets, EfficientNetV2 above all, are so "
         "chaotic that float32 itself is off by several percent. § BN statistics from 16 images (an "
         "earlier run of this script; not rerun for lack of time). ‡ measured by this script's first "
         "version, statistics from 16 images (parity allowed 1e-4 + 2e-3 × max |output|, no int8 rel. Δ recorded). `auto` keeps the smallest "

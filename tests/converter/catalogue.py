@@ -109,21 +109,6 @@ def real_images(size: int, n: int = 8, seed: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
-CHAOTIC_FAMILIES = ("EfficientNet",)
-"""Families still near-chaotic with data-matched BN statistics (random weights): on some images float32
-rounding alone moves their outputs by ~1e-3 of their range, more than the converter's parity check allows
-(5e-4), and Keras' batch-1 vs batch-8 difference (the check's noise estimate) does not show it because
-both run the same kernels. Seen in the test's configuration (10 classes, test images): EfficientNetV2S,
-logits up to 185, Keras float32 0.142 off the float64 result and ONNX 0.072; EfficientNetB2, logits up
-to 178, ONNX 0.208 off Keras. For these the converter's own check is tried first and, when it refuses,
-ONNX must be no further from float64 than Keras float32 is (``float64_errors``)."""
-
-
-def chaotic(name: str) -> bool:
-    """Whether ``name`` belongs to ``CHAOTIC_FAMILIES``."""
-    return name.startswith(CHAOTIC_FAMILIES)
-
-
 BN_IMAGES = 256
 """How many real images set the BatchNormalization statistics (see ``realistic_batchnorm``)."""
 
@@ -170,28 +155,3 @@ def _walk(model: Any) -> list[Any]:
         out.append(layer)
         out.extend(_walk(layer))
     return out
-
-
-def float64_errors(name: str, model: Any, onnx_path: Any, x: np.ndarray) -> tuple[float, float]:
-    """(max |keras float32 - exact|, max |onnx - exact|) on ``x``, "exact" being the same architecture and
-    weights run in float64 by Keras.
-
-    Untrained nets can be chaotic (EfficientNetV2B0 at random: Keras' own float32 result is ~190 off the
-    float64 one on logits of ~4700), so "ONNX equals Keras float32" cannot be checked tightly; "ONNX is no
-    further from the exact result than Keras float32 is" can.
-    """
-    import keras
-    import onnxruntime as ort
-
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float64")
-    try:
-        twin = build(name, model.input_shape[1], classes=model.output_shape[-1])
-        twin.set_weights([w.astype("float64") for w in model.get_weights()])
-        exact = np.asarray(twin(x.astype("float64"), training=False))
-    finally:
-        keras.config.set_dtype_policy(policy)
-    keras32 = np.asarray(model(x, training=False))
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
-    return float(np.max(np.abs(keras32 - exact))), float(np.max(np.abs(got - exact)))
