@@ -16,6 +16,7 @@ from onnxfn.runtime._metadata import ModelMetadata
 
 from ._errors import ConversionError
 from ._float64 import MARGIN, Float64Check, float64_check
+from ._lean import inline_external, lean_tf2onnx
 from ._load import Source
 from ._ops import custom_op_handlers, traceable_keras
 from ._outputs import other_outputs_diff
@@ -259,10 +260,18 @@ def _to_onnx(source: Source, opset: int) -> Any:
     level = tf2onnx_log.level
     tf2onnx_log.setLevel(logging.ERROR)
     try:
-        with traceable_keras():
-            proto, _ = tf2onnx.convert.from_function(
-                function, input_signature=signature, opset=opset, custom_op_handlers=custom_op_handlers()
+        with traceable_keras(), lean_tf2onnx():
+            # large_model: the weights stay out of the TF graph tf2onnx imports and out of the ONNX proto
+            # until ``inline_external`` moves them in, one at a time (converter/_lean.py: peak memory).
+            proto, storage = tf2onnx.convert.from_function(
+                function,
+                input_signature=signature,
+                opset=opset,
+                custom_op_handlers=custom_op_handlers(),
+                large_model=True,
             )
+            proto = inline_external(proto, storage)
+            del storage
     except Exception as exc:
         raise ConversionError(_explain(exc, source)) from None
     finally:
