@@ -143,6 +143,28 @@ def _parity_note(row: dict[str, Any]) -> str:
     return f" † f64: onnx {row['onnx_f64_error']:.3g}, keras {row['keras_f64_error']:.3g}"
 
 
+def _footnotes(rows: list[dict[str, Any]]) -> str:
+    """The explanations of the marks ``_parity_note`` puts on ``rows`` (only those used)."""
+    notes = {r and r.split()[0] for r in map(_parity_note, (r for r in rows if "error" not in r))}
+    text = ""
+    if "†" in notes:
+        text += (
+            " † over that tolerance and accepted by the converter's float64 reference: the same "
+            "architecture and weights run in float64 by Keras show ONNX no further from the exact result "
+            "than Keras float32 is (within the converter's margin of 3 ×; max errors vs float64 given): "
+            "some untrained nets, EfficientNetV2 above all, are so chaotic that float32 itself is off by "
+            "several percent."
+        )
+    if "§" in notes:
+        text += " § BN statistics from 16 images (an earlier run of this script; not rerun for lack of time)."
+    if "‡" in notes:
+        text += (
+            " ‡ measured by this script's first version, statistics from 16 images (parity allowed "
+            "1e-4 + 2e-3 × max |output|, no int8 rel. Δ recorded)."
+        )
+    return text
+
+
 def render(rows: list[dict[str, Any]], runs: int) -> str:
     import keras
     import numpy as np
@@ -175,13 +197,9 @@ def render(rows: list[dict[str, Any]], runs: int) -> str:
         "and parity failed; from 256 they are ~16 and it passes the default check. "
         "Parity: the converter's own check, max |onnx − keras| on 8 real images at batch 8 and 1, allowed "
         "1e-4 + 5e-4 × max |output| or 5 × Keras' own batch-1 vs batch-8 difference when larger (random "
-        "nets are chaotic and amplify last-bit differences). † over that tolerance and accepted by the "
-        "converter's float64 reference: the same architecture and weights run in float64 by Keras show ONNX "
-        "no further from the exact result than Keras float32 is (within the converter's margin of 3 ×; "
-        "max errors vs float64 given): some untrained nets, EfficientNetV2 above all, are so "
-        "chaotic that float32 itself is off by several percent. § BN statistics from 16 images (an "
-        "earlier run of this script; not rerun for lack of time). ‡ measured by this script's first "
-        "version, statistics from 16 images (parity allowed 1e-4 + 2e-3 × max |output|, no int8 rel. Δ recorded). `auto` keeps the smallest "
+        "nets are chaotic and amplify last-bit differences)."
+        + _footnotes(rows)
+        + " `auto` keeps the smallest "
         "variant within 1 point of fp32's top-1 agreement that is not slower than 1.1× fp32 at batch 32. "
         "**On random weights top-1 agreement over 1000 nearly tied logits says little about a trained "
         "model** (the same nets move their logits by ~1% of their range for 1e-3 of input noise), so `auto` "
