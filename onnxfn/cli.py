@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int)
     p.add_argument("--max-batch", type=int)
     p.add_argument(
-        "--threads", type=int, help="onnxruntime threads per session (default: cores / workers / instances)"
+        "--threads",
+        type=int,
+        help="onnxruntime threads per model run (default 1: one run per core side by side; more cuts one big request's latency)",
     )
     p.add_argument(
         "--batch-delay-ms",
@@ -229,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="dynamic batching: wait up to this long to fuse concurrent requests into one run (0 = off)",
     )
     p.add_argument("--batch-max", type=int, help="largest fused batch in rows (default 32, ≤ --max-batch)")
-    p.add_argument("--instances", type=int, help="onnxruntime sessions per model, each with its own threads")
+    p.add_argument(
+        "--instances",
+        type=int,
+        help="onnxruntime sessions (copies) per model (default 1; the runs share them)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--reload-interval", type=float, help="poll the model source every N s, swap changed models"

@@ -2,9 +2,9 @@
 
 A request's model work is a :class:`Job` (built by the data plane): ``prepare()`` parses and decodes the
 request into feeds, the model runs, ``finish(state, outputs)`` turns its rows into the answer. The event
-loop only queues the job and awaits it (:meth:`Batcher.submit`); the model's runner threads, one per
-onnxruntime session (``ONNXFN_INSTANCES``, Triton's instance group), take jobs from the queue and do all
-of the CPU work. So a request costs no worker-thread hop of its own, and under load a runner goes from
+loop only queues the job and awaits it (:meth:`Batcher.submit`); the model's runner threads (one per
+``--threads`` cores by default, at least one per onnxruntime session: ``Settings.runners``) take jobs
+from the queue and do all of the CPU work. So a request costs no worker-thread hop of its own, and under load a runner goes from
 one job to the next without sleeping: Python's GIL is shared by the loop and a few runners, not by a
 thread per request.
 
@@ -53,6 +53,8 @@ class Job:
         "context",
         "deadline",
         "finish",
+        "future",
+        "loop",
         "model",
         "notify",
         "prepare",
@@ -74,7 +76,9 @@ class Job:
         self.deadline = self.arrived + 30.0
         self.cancelled = False  # the request gave up (timeout, client gone): skip it if not started
         self.context = contextvars.copy_context()
-        self.notify: Callable[[Any, BaseException | None], None] = _ignore
+        self.notify: Callable[[Any, BaseException | None], None] = _ignore  # a thread's waiter
+        self.loop: asyncio.AbstractEventLoop | None = None  # or an event loop's future (submit)
+        self.future: asyncio.Future[Any] | None = None
 
     def execute(self) -> Any:
         """Prepare, run and finish in this thread (no scheduler: Lambda, ``Client.local``, tests)."""
@@ -105,10 +109,18 @@ class _Ready:
 
 
 class Batcher:
-    """The job queue of one model, with one runner thread per session (started on demand)."""
+    """The job queue of one model, with ``runners`` runner threads (started on demand), at least one per
+    session, sharing the sessions round robin."""
 
     def __init__(
-        self, model: Model, *, delay_ms: float, max_rows: int, timeout: float = 30.0, fuse: bool = True
+        self,
+        model: Model,
+        *,
+        delay_ms: float,
+        max_rows: int,
+        timeout: float = 30.0,
+        fuse: bool = True,
+        runners: int | None = None,
     ) -> None:
         self.model = model
         self.delay = max(0.0, float(delay_ms)) / 1000
@@ -118,7 +130,9 @@ class Batcher:
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
         self._inflight = 0  # jobs queued or being run, not yet answered
-        self._free_sessions = list(model.sessions)  # sessions without a runner thread
+        sessions = model.sessions
+        count = max(len(sessions), runners or 0)  # runners share the sessions round robin
+        self._free_sessions = [sessions[i % len(sessions)] for i in range(count)]  # not running yet
         self.batches = 0  # runs so far, fused or alone (for metrics and tests)
         self.rows = 0
         self.largest = 0
@@ -126,13 +140,8 @@ class Batcher:
     # -- the request side ------------------------------------------------------------------------
     async def submit(self, job: Job) -> Any:
         """The job's answer, from the event loop: queued, run by a runner, awaited without a thread."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def notify(result: Any, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
-        job.notify = notify
+        job.loop = asyncio.get_running_loop()
+        job.future = future = job.loop.create_future()
         self._enqueue(job)
         try:
             return await asyncio.wait_for(future, max(0.0, job.deadline - time.monotonic()))
@@ -233,8 +242,16 @@ class Batcher:
         return batch, None
 
     def _run(self, session: Any, batch: list[_Ready]) -> None:
+        """Run ``batch`` (fused when it can be), then answer its requests: one wake-up per event loop."""
+        answers: list[tuple[Job, Any, BaseException | None]] = []
+        try:
+            self._compute(session, batch, answers)
+        finally:
+            self._deliver(answers)
+
+    def _compute(self, session: Any, batch: list[_Ready], answers: list[tuple[Job, Any, Any]]) -> None:
         if len(batch) == 1:
-            self._alone(session, batch[0])
+            self._alone(session, batch[0], answers)
             return
         total = sum(r.rows for r in batch)
         try:
@@ -247,41 +264,54 @@ class Batcher:
                 raise ValueError("an output is not batch-aligned")
         except Exception:  # one bad input, or a model whose outputs do not follow the batch: one by one
             for ready in batch:
-                self._alone(session, ready)
+                self._alone(session, ready, answers)
             return
         self._count(total)
         offset = 0
         for ready in batch:
             ready.job.timings["inference"] = ms
             end = offset + ready.rows
-            self._finish(ready, {name: value[offset:end] for name, value in results.items()})
+            answers.append(self._finish(ready, {name: value[offset:end] for name, value in results.items()}))
             offset = end
 
-    def _alone(self, session: Any, ready: _Ready) -> None:
+    def _alone(self, session: Any, ready: _Ready, answers: list[tuple[Job, Any, Any]]) -> None:
         try:
             t0 = time.perf_counter()
             results = ready.job.context.run(self.model.run, ready.feeds, ready.names, session=session)
             ready.job.timings["inference"] = (time.perf_counter() - t0) * 1000
         except BaseException as exc:  # handed to the waiting request, which raises it
-            self._answer(ready.job, None, exc)
+            answers.append((ready.job, None, exc))
             return
         self._count(ready.rows)
-        self._finish(ready, results)
+        answers.append(self._finish(ready, results))
 
-    def _finish(self, ready: _Ready, results: Feeds) -> None:
+    def _finish(self, ready: _Ready, results: Feeds) -> tuple[Job, Any, BaseException | None]:
         try:
-            answer = ready.job.context.run(ready.job.finish, ready.state, results)
+            return ready.job, ready.job.context.run(ready.job.finish, ready.state, results), None
         except BaseException as exc:
-            self._answer(ready.job, None, exc)
-            return
-        self._answer(ready.job, answer, None)
+            return ready.job, None, exc
 
     def _answer(self, job: Job, result: Any, error: BaseException | None) -> None:
+        self._deliver([(job, result, error)])
+
+    def _deliver(self, answers: list[tuple[Job, Any, BaseException | None]]) -> None:
+        """Hand each answer to its waiter; the futures of one event loop in one ``call_soon_threadsafe``
+        (each call wakes the loop: a syscall under the GIL, once per batch instead of once per request)."""
+        if not answers:
+            return
         with self._cond:
-            self._inflight -= 1
-        if not job.cancelled:
-            try:
+            self._inflight -= len(answers)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
+        for job, result, error in answers:
+            if job.cancelled:
+                continue
+            if job.loop is not None:
+                by_loop.setdefault(job.loop, []).append((job.future, result, error))
+            else:
                 job.notify(result, error)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:  # the event loop closed (shutdown): nobody is waiting any more
                 pass
 
@@ -292,13 +322,14 @@ class Batcher:
             self.largest = max(self.largest, rows)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the request gave up meanwhile
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        if future.done():  # the request gave up meanwhile
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _ignore(result: Any, error: BaseException | None) -> None:

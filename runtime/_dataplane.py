@@ -220,6 +220,7 @@ class DataPlane:
                         max_rows=min(settings.batch_max, settings.max_batch),
                         timeout=settings.request_timeout,
                         fuse=settings.batch_delay_ms > 0,
+                        runners=settings.runners,
                     )
                     self._batchers[model] = batcher
         return batcher

@@ -160,6 +160,29 @@ def test_a_request_past_its_deadline_gets_503(digits_dir, digits_data):
     assert ran == [1]  # the two that gave up never ran
 
 
+def test_runners_share_a_session_and_run_side_by_side(digits_dir, digits_data):
+    """Two runners over one session: two jobs are prepared at the same time (each waits for the other
+    at a barrier, which one runner alone could never pass) and both get the answer they get alone."""
+    _, x_test, _, _ = digits_data
+    model = load_models(digits_dir, threads=1).get("digits")
+    batcher = Batcher(model, delay_ms=0, max_rows=8, timeout=5, fuse=False, runners=2)
+    barrier = threading.Barrier(2, timeout=5)
+    xs = [(x_test[i : i + 1, ..., None] * 16).astype(np.float32) for i in range(2)]
+
+    def job(x):
+        def prepare():
+            barrier.wait()  # BrokenBarrierError (a failed request) unless both run at once
+            return {"input": x}, None, None
+
+        return Job(model, prepare, lambda state, results: results["probabilities"])
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda x: batcher.run(job(x)), xs))
+    for x, out in zip(xs, outs, strict=True):
+        np.testing.assert_array_equal(out, model.run({"input": x})["probabilities"])
+    assert len(model.sessions) == 1 and batcher.batches == 2
+
+
 def test_instances_are_separate_sessions(digits_dir, digits_data):
     _, x_test, _, _ = digits_data
     plane = _plane(digits_dir, instances=2, batch_delay_ms=5)
@@ -177,10 +200,17 @@ def test_settings_share_the_cores_and_refuse_contradictions(monkeypatch):
 
     monkeypatch.delenv("ONNXFN_THREADS", raising=False)
     cores = default_threads()
-    assert Settings.from_env().threads == cores
-    assert Settings.from_env(workers=2).threads == max(1, cores // 2)
-    assert Settings.from_env(workers=2, instances=2).threads == max(1, cores // 4)
+    # A server: one thread per run, one run per core of this worker's share, at least one per session.
+    served = Settings.from_env()
+    assert (served.threads, served.runners) == (1, cores)
+    assert Settings.from_env(workers=2).runners == max(1, cores // 2)
+    assert Settings.from_env(instances=cores + 1).runners == cores + 1
+    assert Settings.from_env(threads=cores).runners == 1  # all cores per run: one run at a time
     assert Settings.from_env(workers=2, threads=3).threads == 3  # an explicit value wins
+    # One request at a time (Lambda, Client.local): the cores shared out over workers × instances.
+    assert Settings.from_env(offload=False).threads == cores
+    assert Settings.from_env(offload=False, workers=2).threads == max(1, cores // 2)
+    assert Settings.from_env(offload=False, workers=2, instances=2).threads == max(1, cores // 4)
     monkeypatch.setenv("ONNXFN_BATCH_DELAY_MS", "2.5")
     assert Settings.from_env().batch_delay_ms == 2.5 and Settings.from_env().batch_max == 32
     monkeypatch.setenv("ONNXFN_BATCH_DELAY_MS", "soon")
