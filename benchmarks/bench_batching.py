@@ -8,9 +8,10 @@ stable and wall time is not.
 
 Layouts (threads per run × runs side by side): the default (1 thread per run, a run per core, one session
 shared), ``--threads <cores>`` (one run at a time on every core) and ``--instances <cores>`` (a session per
-run). Batching off/on for each, at 32 clients; then the default at 1 client, off vs on. The bound: a fused
-run saves at most (CPU per image at batch 1 − at batch 32) of a request's CPU, so at saturation batching
-can multiply requests/s by at most off CPU / (off CPU − that saving); the table states it.
+run). Batching off/on for each, at 32 clients; then the default at 1 client, off vs on. With the CPU
+saturated, requests/s follow CPU per request, so batching gains what it saves per request: the fused
+run's lower CPU per image (the table gives ``session.run`` at batch 1, 8 and 32) plus one runner wake-up
+and one event-loop wake-up per batch instead of per request.
 Writes benchmarks/batching.md and batching.json.
 Run: python benchmarks/bench_batching.py   (ONNXFN_BENCH_SECONDS=8 per measurement)
 """
@@ -100,13 +101,6 @@ def measure(arch: str) -> tuple[dict[str, dict], dict[str, float]]:
     return results, per_image
 
 
-def bound(off: dict, per_image: dict[str, float]) -> float:
-    """The most batching can multiply requests/s by at saturation: off CPU / (off CPU − the fused saving)."""
-    saving = max(0.0, per_image["batch1"] - per_image["batch32"])
-    cpu = off["server_cpu_ms_per_request"]
-    return cpu / max(1e-9, cpu - saving)
-
-
 def run() -> list[dict]:
     rows, everything = [], {}
     for arch in MODELS:
@@ -117,12 +111,13 @@ def run() -> list[dict]:
             results["1 client, default, batching on"],
             results["1 client, default, batching off"],
         )
-        gain, ceiling = on["rps"] / off["rps"], bound(off, per_image)
+        gain = on["rps"] / off["rps"]
+        cpu_gain = off["server_cpu_ms_per_request"] / on["server_cpu_ms_per_request"]
         ratio_cpu = on["server_cpu_ms_per_request"] / per_image["batch1"]
         label = f"{arch} 96×96"
         rows += [
-            row("batching", f"{label}, 32 clients (PNGs), default layout: req/s batching on ({DELAY_MS:g} ms) vs off; "
-                f"the most fusing can give on this model: {ceiling:.2f}× (session.run {per_image['batch1']:.2f} → "
+            row("batching", f"{label}, 32 clients (PNGs), default layout: req/s batching on ({DELAY_MS:g} ms) vs off "
+                f"(CPU per request off / on: {cpu_gain:.2f}×; session.run {per_image['batch1']:.2f} → "
                 f"{per_image['batch32']:.2f} ms CPU per image, batch 1 → 32)", on["rps"], off["rps"], round(gain, 2),
                 "≥ 1.5× (quiet machine)", gain >= 1.5, "req/s"),
             row("batching", f"{label}, 32 clients: p99 batching on vs off (ms)", on["p99_ms"], off["p99_ms"],
@@ -168,9 +163,8 @@ def write(everything: dict[str, dict]) -> None:
             f"## {arch}",
             "",
             f"`session.run` alone, one thread: {per_image['batch1']:.2f} ms CPU per image at batch 1, "
-            f"{per_image['batch8']:.2f} at batch 8, {per_image['batch32']:.2f} at batch 32: fusing saves at most "
-            f"{per_image['batch1'] - per_image['batch32']:.2f} ms of a request's {off['server_cpu_ms_per_request']} "
-            f"ms, so batching can raise requests/s at saturation by at most {bound(off, per_image):.2f}×.",
+            f"{per_image['batch8']:.2f} at batch 8, {per_image['batch32']:.2f} at batch 32 (the server's CPU per "
+            f"request, batching off at 32 clients: {off['server_cpu_ms_per_request']} ms).",
             "",
             "| run | req/s | p50 ms | p99 ms | server CPU ms/request | errors |",
             "|---|---|---|---|---|---|",
