@@ -110,7 +110,8 @@ def convert(
 
     Text: a model with ``TextVectorization`` inside (string input) keeps the vectorizer in the metadata and
     the rest in ONNX; a BERT-style model (keras-hub ``TextClassifier`` with its preprocessor, or
-    ``tokenizer=`` a keras-hub WordPiece tokenizer/preprocessor or a ``vocab.txt``) carries its tokenizer.
+    ``tokenizer=`` a keras-hub WordPiece/BPE tokenizer or preprocessor, a ``vocab.txt``, or a BPE folder with
+    ``vocabulary.json`` + ``merges.txt``) carries its tokenizer; so does a RoBERTa-style (BPE) classifier.
     """
     started = time.perf_counter()
     output = Path(output)
