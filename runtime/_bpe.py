@@ -208,6 +208,8 @@ class BytePairTokenizer:
         return list(self._pre(text))
 
     def _pre(self, text: str) -> Iterator[str]:
+        # keras-hub's TensorFlow ops read a string up to its first NUL: the rest never reaches training.
+        text = text.split("\x00", 1)[0]
         return pre_tokenize(" " + text if self.add_prefix_space else text, self.special)
 
     def _bpe(self, word: str) -> tuple[str, ...]:

@@ -52,6 +52,7 @@ CORPUS = [
     "$100 ^caret^ `tick` ~tilde~ |pipe| \\back\\ @user #tag <html> {json: [1, 2]}",
     "<s>special</s> <pad> <mask>x <unk>",  # special tokens typed in the text stay whole
     "ĴA ĴB xĴAy",  # keras-hub's stand-ins for special tokens, typed in the text
+    "before NUL\x00after it",  # TensorFlow reads a string up to its first NUL
     "x" * 150,
     "",
     " ",

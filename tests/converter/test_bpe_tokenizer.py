@@ -23,7 +23,7 @@ TRICKY = [
     *"'sdtlmvreSD६१a東é",
     "\u0301",
 ]
-TRICKY += [*"😀🏽!.,-<>/1Ĵ", "ĴA", "<s>", "</s>", "<pad>", "'ll", "  ", "\u00a0\u2009\u202f\u3000"]
+TRICKY += [*"😀🏽!.,-<>/1Ĵ\x00", "ĴA", "<s>", "</s>", "<pad>", "'ll", "  ", "\u00a0\u2009\u202f\u3000"]
 
 
 @pytest.fixture(scope="module")

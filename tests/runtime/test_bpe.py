@@ -108,8 +108,9 @@ def test_bad_specs_are_refused_at_load(change, message):
         TextPreprocessor(spec)
 
 
-def test_lone_surrogates_and_long_texts_do_not_crash():
+def test_lone_surrogates_nul_and_long_texts():
     tok = BytePairTokenizer(VOCAB, MERGES)
     assert len(tok.ids("a\ud800b")) == 5  # from JSON "\ud800": three bytes, never an exception
+    assert tok.ids("the\x00world") == tok.ids("the")  # keras-hub's TensorFlow ops stop at a NUL
     text = "the world, " * 10_000
     assert tok.ids(text, limit=10) == tok.ids(text[:200])[:10]
