@@ -6,7 +6,8 @@ as RE2 steps without look-ahead: a marker ``६`` (U+096C) is put before every s
 non-space, the text is split with ``SPLIT_PATTERN_1`` keeping every piece, the last whitespace character (or
 marker) of each piece is split off with ``SPLIT_PATTERN_2``, and the markers are dropped. This module does
 the same steps with hand-written matchers over :mod:`unicodedata` categories (the stdlib ``re`` has no
-``\\p{L}``/``\\p{N}``), keeping keras-hub's quirks (a ``६`` typed in the text vanishes like the markers).
+``\\p{L}``/``\\p{N}``), keeping keras-hub's quirks (a ``६`` typed in the text vanishes like the markers;
+the text ends at a NUL, where TensorFlow stops reading it).
 
 This is keras-hub's ``tf.data`` path: what ``fit``/``predict``/``evaluate`` run on lists of strings when
 ``grain`` is not installed, and every ``tf.data`` pipeline. keras-hub 0.32's eager path (calling the
@@ -31,8 +32,6 @@ _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 _OTHER = 0
 _LETTER = 1
 _NUMBER = 2
-
-TOKENIZERS = ("bpe",)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -161,6 +160,43 @@ def _split_keep(text: str, token: str, alt: str) -> Iterator[str]:
             yield part
 
 
+# Above this many bytes a word is merged with a heap (n log n) instead of rescanning every pair per merge
+# (n²): the same merges in the same order, and a 100,000-character word cannot stall a server.
+_LONG_WORD = 48
+
+
+def _merge_long(parts: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
+    """keras-hub's merge loop (lowest rank first, leftmost first among equal ranks) on a linked list."""
+    import heapq
+
+    n = len(parts)
+    nxt = list(range(1, n + 1))
+    prev = list(range(-1, n - 1))
+    heap: list[tuple[int, int, int]] = []  # (rank, left position, right position)
+
+    def push(left: int, right: int) -> None:
+        rank = ranks.get((parts[left], parts[right]))
+        if rank is not None:
+            heapq.heappush(heap, (rank, left, right))
+
+    for k in range(n - 1):
+        push(k, k + 1)
+    while heap:
+        rank, left, right = heapq.heappop(heap)
+        # Stale entries: a side was merged away or grew since the pair was pushed.
+        if not parts[left] or nxt[left] != right or ranks.get((parts[left], parts[right])) != rank:
+            continue
+        parts[left] += parts[right]
+        parts[right] = ""
+        nxt[left] = nxt[right]
+        if nxt[left] < n:
+            prev[nxt[left]] = left
+            push(left, nxt[left])
+        if prev[left] >= 0:
+            push(prev[left], left)
+    return [p for p in parts if p]
+
+
 class BytePairTokenizer:
     """Byte-level BPE with keras-hub's ids: pre-tokenize, map each word's UTF-8 bytes to GPT-2's characters,
     merge the lowest-ranked adjacent pair (its first occurrence) until no pair is in ``merges``, look each
@@ -217,6 +253,8 @@ class BytePairTokenizer:
             return tuple(word.split(" "))
         # surrogatepass: a lone surrogate (possible from JSON) is tokenized as bytes, never a crash.
         parts = [_BYTE_CHARS[b] for b in word.encode("utf-8", "surrogatepass")]
+        if len(parts) > _LONG_WORD:
+            return tuple(_merge_long(parts, self.ranks))
         ranks = self.ranks
         while len(parts) > 1:
             best, at = None, -1

@@ -54,6 +54,7 @@ CORPUS = [
     "ĴA ĴB xĴAy",  # keras-hub's stand-ins for special tokens, typed in the text
     "before NUL\x00after it",  # TensorFlow reads a string up to its first NUL
     "x" * 150,
+    "the" * 40 + " " + "naïveté" * 12 + " " + "東京" * 20,  # long words: the heap merge path
     "",
     " ",
     "\n",

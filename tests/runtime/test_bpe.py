@@ -4,8 +4,12 @@ a corpus is in tests/converter/test_bpe_tokenizer.py."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
+from bpe_data import TRAIN, train_bpe
+from onnxfn.runtime import _bpe
 from onnxfn.runtime._bpe import BytePairTokenizer, bytes_to_unicode, pre_tokenize
 from onnxfn.runtime._text import TextPreprocessor
 
@@ -114,3 +118,23 @@ def test_lone_surrogates_nul_and_long_texts():
     assert tok.ids("the\x00world") == tok.ids("the")  # keras-hub's TensorFlow ops stop at a NUL
     text = "the world, " * 10_000
     assert tok.ids(text, limit=10) == tok.ids(text[:200])[:10]
+
+
+def test_long_words_merge_exactly_like_short_ones(monkeypatch):
+    """Words over ``_LONG_WORD`` bytes take the heap: the same pieces as the per-merge rescan keras-hub does."""
+    vocab, merges = train_bpe(TRAIN, merges=300)
+    rng = random.Random(0)
+    alphabet = ["the", "th", "e", "a", "ing", "in", "é", "東", "x", "'", " ", "😀", "re", "er"]
+    words = ["".join(rng.choice(alphabet) for _ in range(rng.randint(10, 120))) for _ in range(300)]
+    words += ["the" * 200, "é" * 100, "ab" * 100]
+    fast = BytePairTokenizer(vocab, merges)
+    heap = [fast.pieces(w) for w in words]
+    assert sum(len(w.encode()) > _bpe._LONG_WORD for w in words) > 250
+    monkeypatch.setattr(_bpe, "_LONG_WORD", 10**9)
+    assert [BytePairTokenizer(vocab, merges).pieces(w) for w in words] == heap
+    # A 90,000-byte word (one JSON instance under the runtime's 100,000-character cap) is no stall.
+    monkeypatch.undo()
+    word = "the" * 30_000
+    pieces = fast.pieces(word)
+    assert "".join(pieces) == word and len(pieces) < len(word)  # merged, and nothing lost
+    assert min(fast.ids(word)) >= 0
