@@ -105,7 +105,15 @@ def _split_pattern_1(text: str) -> Iterator[str]:
     while i < n:
         end = _match(text, i)
         if end == i:
-            i += 1
+            if text[i] in _SPACES:
+                # No match at a space: none at the next ones either (no [\n\r\t\f६…] closes the run)
+                # except at its last space (" word"). Jump there: a run of spaces stays linear.
+                j = i + 1
+                while j < n and text[j] in _SPACES:
+                    j += 1
+                i = max(i + 1, j - 1)
+            else:
+                i += 1
             continue
         if i > last:
             yield text[last:i]
@@ -127,6 +135,8 @@ def pre_tokenize(text: str, special: Sequence[str] = ()) -> Iterator[str]:
     # (\s\x{a0}\x{2009}\x{202f}\x{3000})$ -> \1६: a literal sequence, not a class (kept as keras-hub has it).
     if len(text) >= 5 and text[-5] in _RE2_SPACE and text.endswith("\u00a0\u2009\u202f\u3000"):
         text += _MARK
+    # tensorflow-text's regex_split reads a string up to its first NUL (the markers above saw all of it).
+    text = text.split("\x00", 1)[0]
     pieces = [text]
     alts = _alternates(len(special))
     for token, alt in zip(special, alts, strict=True):
@@ -244,8 +254,6 @@ class BytePairTokenizer:
         return list(self._pre(text))
 
     def _pre(self, text: str) -> Iterator[str]:
-        # keras-hub's TensorFlow ops read a string up to its first NUL: the rest never reaches training.
-        text = text.split("\x00", 1)[0]
         return pre_tokenize(" " + text if self.add_prefix_space else text, self.special)
 
     def _bpe(self, word: str) -> tuple[str, ...]:

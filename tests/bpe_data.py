@@ -53,8 +53,10 @@ CORPUS = [
     "<s>special</s> <pad> <mask>x <unk>",  # special tokens typed in the text stay whole
     "ĴA ĴB xĴAy",  # keras-hub's stand-ins for special tokens, typed in the text
     "before NUL\x00after it",  # TensorFlow reads a string up to its first NUL
+    "x \u2009  \x00B",  # ... once keras-hub's markers are in: the space before the NUL has one
     "x" * 150,
     "the" * 40 + " " + "naïveté" * 12 + " " + "東京" * 20,  # long words: the heap merge path
+    "end" + " " * 300 + "\t" + " " * 300 + "x" + "\u3000" * 50 + "\t" + " " * 300,  # long runs of spaces
     "",
     " ",
     "\n",

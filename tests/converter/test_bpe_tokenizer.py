@@ -23,7 +23,17 @@ TRICKY = [
     *"'sdtlmvreSD६१a東é",
     "\u0301",
 ]
-TRICKY += [*"😀🏽!.,-<>/1Ĵ\x00", "ĴA", "<s>", "</s>", "<pad>", "'ll", "  ", "\u00a0\u2009\u202f\u3000"]
+TRICKY += [
+    *"   \t\n",
+    *"😀🏽!.,-<>/1Ĵ\x00",
+    "ĴA",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "'ll",
+    "  ",
+    "\u00a0\u2009\u202f\u3000",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +54,7 @@ def graph_ids(layer, texts):
 
 def fuzz(n=400, seed=0):
     rng = random.Random(seed)
-    return ["".join(rng.choice(TRICKY) for _ in range(rng.randint(1, 30))) for _ in range(n)]
+    return ["".join(rng.choice(TRICKY) for _ in range(rng.randint(1, 40))) for _ in range(n)]
 
 
 @pytest.mark.parametrize(("special", "add_prefix_space"), [(ROBERTA_SPECIAL, False), (None, True)])

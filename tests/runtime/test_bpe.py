@@ -116,6 +116,11 @@ def test_lone_surrogates_nul_and_long_texts():
     tok = BytePairTokenizer(VOCAB, MERGES)
     assert len(tok.ids("a\ud800b")) == 5  # from JSON "\ud800": three bytes, never an exception
     assert tok.ids("the\x00world") == tok.ids("the")  # keras-hub's TensorFlow ops stop at a NUL
+    # ... after the markers are placed: the space before the NUL got one, so " \u2009 " stays a word.
+    assert list(pre_tokenize("x \u2009  \x00B")) == ["x", " \u2009 ", " "]
+    # Long runs of spaces: linear, like RE2 (no rescan of the run from every space).
+    assert list(pre_tokenize("a" + " " * 50_000 + "b")) == ["a", " " * 49_999, " b"]
+    assert list(pre_tokenize("a" + "\t" + " " * 50_000)) == ["a", "\t" + " " * 49_999, " "]
     text = "the world, " * 10_000
     assert tok.ids(text, limit=10) == tok.ids(text[:200])[:10]
 
