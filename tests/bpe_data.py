@@ -55,8 +55,8 @@ CORPUS = [
     "before NUL\x00after it",  # TensorFlow reads a string up to its first NUL
     "x \u2009  \x00B",  # ... once keras-hub's markers are in: the space before the NUL has one
     "x" * 150,
-    "the" * 40 + " " + "naïveté" * 12 + " " + "東京" * 20,  # long words: the heap merge path
-    "end" + " " * 300 + "\t" + " " * 300 + "x" + "\u3000" * 50 + "\t" + " " * 300,  # long runs of spaces
+    "the" * 20 + " " + "naïveté" * 8 + " " + "東京" * 10,  # words over 48 bytes: the heap merge path
+    "end" + " " * 60 + "\t" + " " * 60 + "x" + "\u3000" * 20 + "\t" + " " * 60,  # long runs of spaces
     "",
     " ",
     "\n",
