@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -13,7 +14,7 @@ import pytest
 import requests
 from models import _save, digit_png
 from onnxfn.runtime import ModelMetadata, NotReady, Settings, load_models
-from onnxfn.runtime._batcher import Batcher
+from onnxfn.runtime._batcher import Batcher, Job
 from onnxfn.runtime._dataplane import Call, DataPlane
 from servers import onnxfn_serve
 
@@ -115,25 +116,48 @@ def test_one_bad_request_fails_alone(gather_dir):
         assert data == np.arange(30, dtype=np.float32).reshape(10, 3)[idx].ravel().tolist()
 
 
+def _job(model, x, *, gate=None, ran=None):
+    """A job for ``x`` whose prepare waits for ``gate`` (a slow decode) and whose finish notes it ran."""
+
+    def prepare():
+        if gate is not None:
+            assert gate.wait(10)
+        return {"input": x}, None, None
+
+    def finish(state, results):
+        if ran is not None:
+            ran.append(len(results["probabilities"]))
+        return results["probabilities"]
+
+    return Job(model, prepare, finish)
+
+
 def test_a_request_past_its_deadline_gets_503(digits_dir, digits_data):
-    """The runner waits for a request still on its way (within the delay); the waiting one times out."""
+    """A request queued behind a busy runner times out (thread and event-loop callers), is not run
+    afterwards, and the runner goes on; with nobody else in flight, no waiting for the 5 s delay."""
     _, x_test, _, _ = digits_data
     model = load_models(digits_dir, threads=1).get("digits")
     batcher = Batcher(model, delay_ms=5000, max_rows=8, timeout=0.3)
     x = (x_test[:1, ..., None] * 16).astype(np.float32)
-    with batcher.arrival():  # a request decoding its input: the runner waits for it
-        with batcher.arrival() as second:
-            t0 = time.monotonic()
-            with pytest.raises(NotReady) as err:
-                second.run({"input": x})
-            assert 0.25 < time.monotonic() - t0 < 3
+    gate, ran = threading.Event(), []
+    busy = ThreadPoolExecutor(1).submit(batcher.run, _job(model, x, gate=gate))  # holds the one runner
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    with pytest.raises(NotReady) as err:
+        batcher.run(_job(model, x, ran=ran))
+    assert 0.25 < time.monotonic() - t0 < 3
     assert err.value.status == 503 and err.value.headers == {"retry-after": "1"}
     assert "ONNXFN_REQUEST_TIMEOUT" in err.value.message
-    # Nobody else on the way: the next request runs at once, not after the 5 s delay.
+    with pytest.raises(NotReady):
+        asyncio.run(batcher.submit(_job(model, x, ran=ran)))
+    gate.set()
+    with pytest.raises(NotReady):  # the busy one is past its own deadline too
+        busy.result(5)
     t0 = time.monotonic()
-    out = batcher.run({"input": x})["probabilities"]
-    assert time.monotonic() - t0 < 2.5
+    out = batcher.run(_job(model, x, ran=ran))
+    assert time.monotonic() - t0 < 2.5  # not the 5 s delay: nobody else was in flight
     np.testing.assert_array_equal(out, model.run({"input": x})["probabilities"])
+    assert ran == [1]  # the two that gave up never ran
 
 
 def test_instances_are_separate_sessions(digits_dir, digits_data):
