@@ -123,9 +123,10 @@ def convert(
     notes: list[str] = []
     early: list[str] = []
     if text is not None and not isinstance(preprocess, str):
+        settled = bool(preprocess and "vocab" in preprocess)  # the user's own vocabulary answers them
         preprocess = {**text.preprocess, **(preprocess or {})} or None
         notes += text.notes
-        early += [] if preprocess and "vocab" in preprocess else text.warnings
+        early += [] if settled else text.warnings
     proto = _to_onnx(source, opset)
     onnx_outputs = _output_info(proto)
     classes = _classes(onnx_outputs)

@@ -299,7 +299,20 @@ def _bert_model(model: Any, tokenizer: Any, user_len: int | None = None) -> Text
             features = next(iter(tf.data.Dataset.from_tensor_slices(texts).batch(len(texts)).map(given)))
             return np.asarray(_first(model({k: features[k] for k in keys}, training=False)))
 
-    return TextModel(source, spec, notes, reference=reference)
+    warnings = []
+    if spec["tokenizer"] == "bpe" and _grain_installed():
+        warnings.append(
+            "grain is installed: keras-hub then fits and predicts through its eager BPE path, which does not "
+            "pre-tokenize (keras-hub 0.32) and gives other ids than its tf.data path, which onnxfn serves; "
+            "train through tf.data (a tf.data.Dataset, or without grain) so served ids match training"
+        )
+    return TextModel(source, spec, notes, warnings, reference=reference)
+
+
+def _grain_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("grain") is not None
 
 
 def tokenizer_spec(tokenizer: Any, *, max_len: int | None = None) -> dict[str, Any]:

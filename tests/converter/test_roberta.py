@@ -161,6 +161,18 @@ def test_backbone_without_preprocessor_takes_a_bpe_folder(roberta, truth, tmp_pa
     assert code != 0 and "needs vocabulary.json" in capsys.readouterr().err
 
 
+def test_grain_users_are_warned_about_keras_hubs_eager_bpe_path(roberta, tmp_path, monkeypatch):
+    """With grain installed, keras-hub's fit/predict tokenize through its eager path (other ids)."""
+    from onnxfn.converter import _textmodels, convert
+
+    monkeypatch.setattr(_textmodels, "_grain_installed", lambda: True)
+    report = convert(roberta, tmp_path / "g.onnx", check=False)
+    assert any(w.startswith("grain is installed: keras-hub then fits") for w in report.warnings)
+    monkeypatch.setattr(_textmodels, "_grain_installed", lambda: False)
+    report = convert(roberta, tmp_path / "g.onnx", check=False)
+    assert not any("grain" in w for w in report.warnings)
+
+
 def test_saved_roberta_classifier_converts_from_its_file(roberta, tmp_path):
     from onnxfn.converter import convert
 
