@@ -88,15 +88,23 @@ def test_roberta_classifier_converts_with_its_bpe_tokenizer(roberta, converted):
     assert any(note.startswith("text parity: max |served - keras|") for note in report.notes)
 
 
-def test_served_on_lambda_like_keras(converted, truth, text_corpus):
+def test_served_on_lambda_and_client_local_like_keras(converted, truth, text_corpus):
+    from onnxfn.client import Client
+
     folder, _ = converted
+    names = text_corpus[-1]
     texts, want = truth
-    got = served_scores(lambda_handler(folder), texts, len(text_corpus[-1]))
+    got = served_scores(lambda_handler(folder), texts, len(names))
     np.testing.assert_allclose(got, want, atol=1e-5)
+    with Client.local(folder / "reviews.onnx") as client:
+        for text, row in zip(texts, want, strict=True):
+            p = client.predict(text, top_k=len(names))
+            assert p.label == names[int(np.argmax(row))]
+            assert p.score == pytest.approx(float(np.max(row)), abs=1e-5)
 
 
 @pytest.mark.slow
-def test_served_over_http_and_client_local_like_keras(converted, truth, text_corpus):
+def test_served_over_http_like_keras(converted, truth, text_corpus):
     """``onnxfn serve`` in a subprocess on 127.0.0.1: the friendly JSON API and the HTTP client."""
     from onnxfn.client import Client
 
@@ -118,11 +126,6 @@ def test_served_over_http_and_client_local_like_keras(converted, truth, text_cor
                 p = client.predict(text, top_k=len(names))
                 assert p.label == names[int(np.argmax(row))]
                 assert p.score == pytest.approx(float(np.max(row)), abs=1e-5)
-    with Client.local(folder / "reviews.onnx") as client:
-        for text, row in zip(texts, want, strict=True):
-            p = client.predict(text, top_k=len(names))
-            assert p.label == names[int(np.argmax(row))]
-            assert p.score == pytest.approx(float(np.max(row)), abs=1e-5)
 
 
 def test_backbone_without_preprocessor_takes_a_bpe_folder(roberta, truth, tmp_path, capsys):
