@@ -102,6 +102,7 @@ def test_roberta_packing_and_truncation():
         ({"merges": ["Ġ zz"]}, "not two vocabulary tokens"),
         ({"merges": ["a b c"]}, "not two vocabulary tokens"),
         ({"special": ["<cls>"]}, "special token '<cls>' is not in the vocabulary"),
+        ({"special": "<s>"}, "'special' must be a list"),
         ({"vocab": []}, "non-empty 'vocab'"),
         ({"cls": "[CLS]"}, "cls token '\\[CLS\\]' is not in the vocabulary"),
     ],
