@@ -197,15 +197,15 @@ class SubwordPreprocessor:
         if kind == "bpe":
             if not isinstance(vocab, (list, dict)) or not vocab:
                 raise ValueError("a bpe tokenizer spec needs a non-empty 'vocab' (list, or {token: id})")
-            merges, special = spec.get("merges"), spec.get("special") or []
+            merges, unsplittable = spec.get("merges"), spec.get("special") or []
             if not isinstance(merges, list):
                 raise ValueError("a bpe tokenizer spec needs a 'merges' list of 'a b' rules")
-            if not isinstance(special, list) or not all(isinstance(t, str) and t for t in special):
+            if not isinstance(unsplittable, list) or not all(isinstance(t, str) and t for t in unsplittable):
                 raise ValueError("a bpe tokenizer spec's 'special' must be a list of non-empty tokens")
             self.tokenizer = BytePairTokenizer(
                 vocab,
                 merges,
-                special=special,
+                special=unsplittable,
                 add_prefix_space=spec.get("add_prefix_space", False),
             )
             markers = ("<s>", "</s>", "<pad>")
