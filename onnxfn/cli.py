@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokenizer",
         metavar="VOCAB",
-        help="WordPiece vocab.txt of a BERT-style model saved without its keras-hub preprocessor",
+        help="tokenizer of a model saved without its keras-hub preprocessor: a WordPiece vocab.txt (BERT), "
+        "or a folder with vocabulary.json and merges.txt (byte-level BPE: RoBERTa, GPT-2)",
     )
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--version", type=int, default=1, help="model version stored in the file")
