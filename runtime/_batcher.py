@@ -130,6 +130,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
         self._inflight = 0  # jobs queued or being run, not yet answered
+        self._closed = False  # the model is no longer served: runners end when idle
         sessions = model.sessions
         count = max(len(sessions), runners or 0)  # runners share the sessions round robin
         self._free_sessions = [sessions[i % len(sessions)] for i in range(count)]  # not running yet
@@ -170,6 +171,13 @@ class Batcher:
             raise error
         return result
 
+    def close(self) -> None:
+        """The model was replaced or removed: runners finish what is queued, then end (a late job still
+        gets a runner)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
     def _enqueue(self, job: Job) -> None:
         job.deadline = min(job.deadline, job.arrived + self.timeout)
         with self._cond:
@@ -188,7 +196,9 @@ class Batcher:
         while True:
             if carry is None:
                 with self._cond:
-                    if not self._queue and not self._cond.wait_for(lambda: self._queue, IDLE_EXIT_S):
+                    if not self._queue:
+                        self._cond.wait_for(lambda: self._queue or self._closed, IDLE_EXIT_S)
+                    if not self._queue:  # idle that long, or closed: end (a new job starts a runner)
                         self._free_sessions.append(session)
                         return
                     job = self._queue.popleft()

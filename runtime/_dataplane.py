@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,7 +89,7 @@ class DataPlane:
             "explain": self.explain,
             "metrics": self.metrics_page,
         }
-        self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
+        self._batchers: dict[Model, Batcher] = {}
         self._batchers_lock = threading.Lock()
 
     def handle(self, op: str, call: Call) -> Reply:
@@ -213,6 +212,7 @@ class DataPlane:
             with self._batchers_lock:
                 batcher = self._batchers.get(model)
                 if batcher is None:
+                    self._retire_batchers()
                     settings = self.settings
                     batcher = Batcher(
                         model,
@@ -249,6 +249,13 @@ class DataPlane:
         return json_reply(payload, model=model.name)
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _retire_batchers(self) -> None:
+        """Close the queues of models the repository no longer serves (hot reload): their runners end
+        once idle and the old sessions are freed."""
+        served = {id(m) for m in self.repository.models.values()}
+        for model in [m for m in self._batchers if id(m) not in served]:
+            self._batchers.pop(model).close()
+
     def batcher(self, model: Model) -> Batcher | None:
         """The job queue of ``model`` once one has started (metrics, tests)."""
         return self._batchers.get(model)

@@ -183,6 +183,32 @@ def test_runners_share_a_session_and_run_side_by_side(digits_dir, digits_data):
     assert len(model.sessions) == 1 and batcher.batches == 2
 
 
+def test_a_replaced_model_lets_go_of_its_runners(digits_dir, digits_data):
+    """Hot reload swaps a model: its queue is closed, its runners end and the old sessions can be freed."""
+    import gc
+    import weakref
+
+    _, x_test, _, _ = digits_data
+    plane = _plane(digits_dir)
+    png = digit_png(x_test[0])
+
+    def predict() -> bytes:
+        call = Call(headers={"content-type": "image/png"}, body=png)
+        job = plane.job("predict", call)
+        return asyncio.run(plane.scheduler(job.model).submit(job)).body
+
+    first = predict()
+    old = weakref.ref(plane.repository.get("digits"))
+    plane.repository.replace(load_models(digits_dir, threads=1).models, {})
+    assert predict() == first  # the new model answers (and its queue retires the old one's)
+    assert all(m.sessions is not None and m is not old() for m in plane._batchers)  # retired
+    deadline = time.monotonic() + 10
+    while old() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert old() is None  # no runner, queue or job holds the replaced model
+
+
 def test_instances_are_separate_sessions(digits_dir, digits_data):
     _, x_test, _, _ = digits_data
     plane = _plane(digits_dir, instances=2, batch_delay_ms=5)
