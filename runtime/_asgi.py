@@ -39,7 +39,8 @@ class Dispatch:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         state = scope.setdefault("state", {})
-        route, params = state.get("route") or match(scope["method"], scope["path"])
+        head = scope["method"] == "HEAD"  # a GET without the body
+        route, params = state.get("route") or match("GET" if head else scope["method"], scope["path"])
         if route is None or not isinstance(params, dict):
             if params:  # an API path with another method
                 raise MethodNotAllowed(
@@ -69,12 +70,13 @@ class Dispatch:
         finally:
             if call.model:  # also for errors: a loaded model's name (bounded), never a name a client sent
                 state["model"] = call.model
-        await _send_reply(send, reply)
+        await _send_reply(send, reply, head=head)
 
 
 def allowed(path: str) -> list[str]:
     """The methods the route table has for ``path``."""
-    return sorted({r.method for r in ROUTES if r.regex.match(path)})
+    methods = {r.method for r in ROUTES if r.regex.match(path)}
+    return sorted(methods | {"HEAD"} if "GET" in methods else methods)
 
 
 async def run_op(dataplane: DataPlane, route: Route, call: Call, settings: Settings) -> Reply:
@@ -131,10 +133,10 @@ async def _multipart(scope: dict[str, Any], receive: Any, max_batch: int) -> lis
     return files
 
 
-async def _send_reply(send: Any, reply: Reply) -> None:
+async def _send_reply(send: Any, reply: Reply, *, head: bool = False) -> None:
     headers = [(b"content-length", str(len(reply.body)).encode())]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
     if "content-type" not in reply.headers:
         headers.append((b"content-type", b"application/json"))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    await send({"type": "http.response.body", "body": b"" if head else reply.body})

@@ -68,7 +68,7 @@ class RequestMiddleware:
         info: dict[str, Any] = {"status": 500, "bytes_out": 0, "bytes_in": 0}
         path = scope.get("path", "")
         method = scope.get("method", "GET")
-        found = match(method, path)
+        found = match("GET" if method == "HEAD" else method, path)  # HEAD: a GET without the body
         state["route"] = found  # for the dispatcher (``_asgi.py``): one match per request
         state["headers"] = headers
         route = found[0]
