@@ -53,15 +53,25 @@ def pngs(n: int) -> list[bytes]:
 
 def mobilenet_dir() -> Path:
     """A model directory with ``mobilenet.onnx`` + manifest (built with TensorFlow on first use)."""
-    onnx_file = MODEL_DIR / "mobilenet.onnx"
-    if onnx_file.exists() and (MODEL_DIR / "manifest.json").exists():
-        return MODEL_DIR
+    return model_dir("MobileNetV2")
+
+
+def model_dir(arch: str = "MobileNetV2") -> Path:
+    """A model directory with ``<name>.onnx`` + manifest for a keras.applications ``arch`` at 96×96
+    (built with TensorFlow on first use; MobileNetV2's is ``mobilenet``, the others' their lower-case name).
+    """
+    name = "mobilenet" if arch == "MobileNetV2" else arch.lower()
+    folder = MODEL_DIR if arch == "MobileNetV2" else WORK / name
+    onnx_file = folder / f"{name}.onnx"
+    if onnx_file.exists() and (folder / "manifest.json").exists():
+        return folder
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     from onnxfn.converter import convert
 
     keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), weights=None, classes=1000)
+    build = getattr(keras.applications, arch)
+    model = build(input_shape=(SIZE, SIZE, 3), weights=None, classes=1000)
     batch = crops(32).astype("float32") / 127.5 - 1.0
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in norms:
@@ -69,7 +79,7 @@ def mobilenet_dir() -> Path:
     model(batch, training=True)
     for layer in norms:
         layer.momentum = 0.99
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     convert(
         model,
         onnx_file,
@@ -78,7 +88,7 @@ def mobilenet_dir() -> Path:
         task="image-classification",
         sample=crops(8, seed=2).astype("float32") / 127.5 - 1.0,
     )
-    return MODEL_DIR
+    return folder
 
 
 if __name__ == "__main__":

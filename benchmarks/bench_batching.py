@@ -1,12 +1,18 @@
-"""Dynamic batching and model instances in `onnxfn serve` (issue 14, item 1).
+"""Dynamic batching and model runners in `onnxfn serve` (issue 14, item 1).
 
-MobileNetV2 96×96 (``_mobilenet.py``) served by ``onnxfn serve``; clients POST distinct 96×96 PNGs on
-kept-alive connections (``_load.py``). For each configuration: requests/s, p50/p99, and the server's CPU
-per request (``/proc/<pid>/stat``) against ``session.run``'s own CPU per image (measured in-process with
-the same session options), because on a shared machine CPU time is stable and wall time is not.
+Two models at 96×96 (``_mobilenet.py``): MobileNetV2 (the issue's) and EfficientNetB0, served by ``onnxfn
+serve``; clients POST distinct 96×96 PNGs on kept-alive connections (``_load.py``). For each configuration:
+requests/s, p50/p99, and the server's CPU per request (``/proc/<pid>/stat``) against ``session.run``'s own
+CPU per image (measured in-process with the same session options), because on a shared machine CPU time is
+stable and wall time is not.
 
-Configurations: batching off/on × (one session with all cores | one one-thread session per core), at 32
-clients; then the default at 1 client, off vs on. Writes benchmarks/batching.md and batching.json.
+Layouts (threads per run × runs side by side): the default (1 thread per run, a run per core, one session
+shared), ``--threads <cores>`` (one run at a time on every core) and ``--instances <cores>`` (a session per
+run). Batching off/on for each, at 32 clients; then the default at 1 client, off vs on. With the CPU
+saturated, requests/s follow CPU per request, so batching gains what it saves per request: the fused
+run's lower CPU per image (the table gives ``session.run`` at batch 1, 8 and 32) plus one runner wake-up
+and one event-loop wake-up per batch instead of per request.
+Writes benchmarks/batching.md and batching.json.
 Run: python benchmarks/bench_batching.py   (ONNXFN_BENCH_SECONDS=8 per measurement)
 """
 
@@ -19,7 +25,7 @@ import time
 from pathlib import Path
 
 from _load import Target, first_answer_s, interleaved, stop
-from _mobilenet import mobilenet_dir, pngs
+from _mobilenet import model_dir, pngs
 from common import row
 
 HERE = Path(__file__).resolve().parent
@@ -27,22 +33,28 @@ PY = sys.executable
 SECONDS = float(os.environ.get("ONNXFN_BENCH_SECONDS", "8"))
 DELAY_MS = 5.0
 CORES = len(os.sched_getaffinity(0))
+MODELS = ("MobileNetV2", "EfficientNetB0")
+LAYOUTS = {  # name → extra `onnxfn serve` flags
+    "default": [],
+    f"--threads {CORES}": ["--threads", str(CORES)],
+    f"--instances {CORES}": ["--instances", str(CORES)],
+}
 
 
-def run_cpu_per_image(model_dir: Path, threads: int = 1) -> dict[str, float]:
-    """CPU ms per image of ``session.run`` alone (batch 1 and 8), with the runtime's session options."""
+def run_cpu_per_image(folder: Path, threads: int = 1) -> dict[str, float]:
+    """CPU ms per image of ``session.run`` alone (batch 1, 8 and 32), with the runtime's session options."""
     import numpy as np
     from onnxfn.runtime import load_models
 
-    model = load_models(model_dir, threads=threads).get("mobilenet")
-    x = model.prepare(pngs(8))
+    model = next(iter(load_models(folder, threads=threads).models.values()))
+    x = model.prepare(pngs(32))
     name = model.inputs[0].name
     out = {}
-    for batch in (1, 8):
+    for batch in (1, 8, 32):
         feeds = {name: np.ascontiguousarray(x[:batch])}
         for _ in range(3):
             model.session.run(None, feeds)
-        n = max(8, 200 // batch)
+        n = max(4, 200 // batch)
         c0 = time.process_time()
         for _ in range(n):
             model.session.run(None, feeds)
@@ -50,94 +62,118 @@ def run_cpu_per_image(model_dir: Path, threads: int = 1) -> dict[str, float]:
     return out
 
 
-def start(model_dir: Path, *, delay_ms: float, instances: int, threads: int) -> tuple[Target, object]:
+def start(folder: Path, *, delay_ms: float, flags: list[str]) -> tuple[Target, object]:
     from servers import free_port
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [PY, "-m", "onnxfn", "serve", str(model_dir), "--port", str(port), "--log-level", "warning"]
-    cmd += ["--batch-delay-ms", str(delay_ms), "--instances", str(instances), "--threads", str(threads)]
+    cmd = [PY, "-m", "onnxfn", "serve", str(folder), "--port", str(port), "--log-level", "warning"]
+    cmd += ["--batch-delay-ms", str(delay_ms), *flags]
     env = {**os.environ, "ONNXFN_LOG_LEVEL": "WARNING"}
+    env.pop("ONNXFN_THREADS", None)
     bodies = pngs(64)
     _, proc = first_answer_s(cmd, url, "/predict", bodies[0], env)
     return Target(url, bodies, "application/octet-stream", proc.pid), proc
 
 
-def run() -> list[dict]:
-    model_dir = mobilenet_dir()
-    per_image = run_cpu_per_image(model_dir)
-    layouts = {f"1x{CORES}": (1, CORES), f"{CORES}x1": (CORES, 1)}  # sessions × threads
+def measure(arch: str) -> tuple[dict[str, dict], dict[str, float]]:
+    """Every layout × batching off/on at 32 clients, then the default at 1 client."""
+    folder = model_dir(arch)
+    per_image = run_cpu_per_image(folder)
     targets, procs = {}, []
+    results: dict[str, dict] = {}
     try:
-        for name, (instances, threads) in layouts.items():
+        for name, flags in LAYOUTS.items():
             for delay in (0.0, DELAY_MS):
-                target, proc = start(model_dir, delay_ms=delay, instances=instances, threads=threads)
+                target, proc = start(folder, delay_ms=delay, flags=flags)
                 targets[f"{name}, batching {'on' if delay else 'off'}"] = target
                 procs.append(proc)
-        results: dict[str, dict] = {}
         for key, r in interleaved(targets, 32, SECONDS * len(targets) / 2).items():
             results[f"32 clients, {key}"] = r.summary()
-            print(f"32 clients, {key}", r.summary(), flush=True)
-        # The default (one session with all cores: ONNXFN_INSTANCES=1) at 1 client, off vs on.
-        best = f"1x{CORES}"
-        pair = {k: t for k, t in targets.items() if k.startswith(best)}
+            print(arch, f"32 clients, {key}", r.summary(), flush=True)
+        pair = {k: t for k, t in targets.items() if k.startswith("default")}
         for key, r in interleaved(pair, 1, SECONDS).items():
             results[f"1 client, {key}"] = r.summary()
-            print(f"1 client, {key}", r.summary(), flush=True)
+            print(arch, f"1 client, {key}", r.summary(), flush=True)
     finally:
         for proc in procs:
             stop(proc)
-    write(results, per_image, best)
-
-    on, off = results[f"32 clients, {best}, batching on"], results[f"32 clients, {best}, batching off"]
-    one_on, one_off = results[f"1 client, {best}, batching on"], results[f"1 client, {best}, batching off"]
-    other = next(n for n in layouts if n != best)
-    alt = results[f"32 clients, {other}, batching on"]
-    ratio_cpu = on["server_cpu_ms_per_request"] / per_image["batch1"]
-    return [
-        row("batching", f"MobileNetV2 96×96, 32 clients (PNGs), {best} sessions×threads: req/s batching on "
-            f"({DELAY_MS:g} ms) vs off", on["rps"], off["rps"], round(on["rps"] / off["rps"], 2),
-            "≥ 1.5× (quiet machine)", on["rps"] / off["rps"] >= 1.5, "req/s"),
-        row("batching", "32 clients: p99 batching on vs off (ms)", on["p99_ms"], off["p99_ms"],
-            round(on["p99_ms"] / off["p99_ms"], 2), "no worse (≤ 1×)", on["p99_ms"] <= off["p99_ms"], "ms"),
-        row("batching", "32 clients, batching on: server CPU per request vs session.run CPU per image "
-            f"(batch 1; batch 8: {per_image['batch8']:.2f} ms)", on["server_cpu_ms_per_request"],
-            round(per_image["batch1"], 3), round(ratio_cpu, 2), "≤ 1.5×", ratio_cpu <= 1.5, "ms"),
-        row("batching", f"1 client: p50 batching on vs off (ms); target off + {DELAY_MS:g} ms", one_on["p50_ms"],
-            one_off["p50_ms"], round(one_on["p50_ms"] / one_off["p50_ms"], 2), f"≤ off + {DELAY_MS:g} ms",
-            one_on["p50_ms"] <= one_off["p50_ms"] + DELAY_MS, "ms"),
-        row("batching", f"32 clients, batching on: server CPU ms per request with {best} (the default) vs {other} "
-            f"sessions×threads (req/s {on['rps']} vs {alt['rps']})", on["server_cpu_ms_per_request"],
-            alt["server_cpu_ms_per_request"], round(on["server_cpu_ms_per_request"] / alt["server_cpu_ms_per_request"], 2),
-            "≤ 1.05× (the default costs no more)", on["server_cpu_ms_per_request"] <= 1.05 * alt["server_cpu_ms_per_request"], "ms"),
-    ]  # fmt: skip
+    return results, per_image
 
 
-def write(results: dict[str, dict], per_image: dict[str, float], best: str) -> None:
+def run() -> list[dict]:
+    rows, everything = [], {}
+    for arch in MODELS:
+        results, per_image = measure(arch)
+        everything[arch] = {"session_run_cpu_ms_per_image": per_image, "runs": results}
+        on, off = results["32 clients, default, batching on"], results["32 clients, default, batching off"]
+        one_on, one_off = (
+            results["1 client, default, batching on"],
+            results["1 client, default, batching off"],
+        )
+        gain = on["rps"] / off["rps"]
+        cpu_gain = off["server_cpu_ms_per_request"] / on["server_cpu_ms_per_request"]
+        ratio_cpu = on["server_cpu_ms_per_request"] / per_image["batch1"]
+        label = f"{arch} 96×96"
+        rows += [
+            row("batching", f"{label}, 32 clients (PNGs), default layout: req/s batching on ({DELAY_MS:g} ms) vs off "
+                f"(CPU per request off / on: {cpu_gain:.2f}×; session.run {per_image['batch1']:.2f} → "
+                f"{per_image['batch32']:.2f} ms CPU per image, batch 1 → 32)", on["rps"], off["rps"], round(gain, 2),
+                "≥ 1.5× (quiet machine)", gain >= 1.5, "req/s"),
+            row("batching", f"{label}, 32 clients: p99 batching on vs off (ms)", on["p99_ms"], off["p99_ms"],
+                round(on["p99_ms"] / off["p99_ms"], 2), "no worse (≤ 1×)", on["p99_ms"] <= off["p99_ms"], "ms"),
+            row("batching", f"{label}, 32 clients, batching on: server CPU per request vs session.run CPU per "
+                f"image (batch 1)", on["server_cpu_ms_per_request"], round(per_image["batch1"], 3),
+                round(ratio_cpu, 2), "≤ 1.5×", ratio_cpu <= 1.5, "ms"),
+            row("batching", f"{label}, 1 client: p50 batching on vs off (ms); target off + {DELAY_MS:g} ms",
+                one_on["p50_ms"], one_off["p50_ms"], round(one_on["p50_ms"] / one_off["p50_ms"], 2),
+                f"≤ off + {DELAY_MS:g} ms", one_on["p50_ms"] <= one_off["p50_ms"] + DELAY_MS, "ms"),
+        ]  # fmt: skip
+        if arch == MODELS[0]:
+            for other in list(LAYOUTS)[1:]:
+                alt = results[f"32 clients, {other}, batching off"]
+                ratio = off["server_cpu_ms_per_request"] / alt["server_cpu_ms_per_request"]
+                rows.append(
+                    row("batching", f"{label}, 32 clients, batching off: server CPU ms per request, the default "
+                        f"vs {other} (req/s {off['rps']} vs {alt['rps']})", off["server_cpu_ms_per_request"],
+                        alt["server_cpu_ms_per_request"], round(ratio, 2), "≤ 1.05× (the default costs no more)",
+                        ratio <= 1.05, "ms")
+                )  # fmt: skip
+    write(everything)
+    return rows
+
+
+def write(everything: dict[str, dict]) -> None:
     from run import machine
 
-    (HERE / "batching.json").write_text(
-        json.dumps(
-            {"machine": machine(), "session_run_cpu_ms_per_image": per_image, "runs": results}, indent=2
-        )
-        + "\n"
-    )
+    (HERE / "batching.json").write_text(json.dumps({"machine": machine(), **everything}, indent=2) + "\n")
     lines = [
-        "# Dynamic batching in `onnxfn serve` (benchmarks/bench_batching.py)",
+        "# Dynamic batching and runners in `onnxfn serve` (benchmarks/bench_batching.py)",
         "",
-        f"Machine: {machine()}. MobileNetV2 96×96, PNG bodies, {SECONDS:g} s per run, "
-        f"batching delay {DELAY_MS:g} ms, batch max 32. Sessions×threads: `--instances` × `--threads`.",
-        f"`session.run` alone, one thread: {per_image['batch1']:.2f} ms CPU per image at batch 1, "
-        f"{per_image['batch8']:.2f} ms at batch 8. Default layout: {best}.",
-        "",
-        "| run | req/s | p50 ms | p99 ms | server CPU ms/request | errors |",
-        "|---|---|---|---|---|---|",
+        f"Machine: {machine()}. 96×96 models, PNG bodies, {SECONDS:g} s per run (servers in alternating "
+        f"windows), batching delay {DELAY_MS:g} ms, batch max 32. Layouts: the default (1 onnxruntime thread "
+        f"per run, {CORES} runs side by side over one session), `--threads {CORES}` (one run at a time on all "
+        f"cores), `--instances {CORES}` (one session per run). The load generator runs on the same cores.",
     ]
-    for key, r in results.items():
-        lines.append(
-            f"| {key} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['server_cpu_ms_per_request']} | "
-            f"{r['errors']} |"
-        )
+    for arch, data in everything.items():
+        per_image = data["session_run_cpu_ms_per_image"]
+        off = data["runs"]["32 clients, default, batching off"]
+        lines += [
+            "",
+            f"## {arch}",
+            "",
+            f"`session.run` alone, one thread: {per_image['batch1']:.2f} ms CPU per image at batch 1, "
+            f"{per_image['batch8']:.2f} at batch 8, {per_image['batch32']:.2f} at batch 32 (the server's CPU per "
+            f"request, batching off at 32 clients: {off['server_cpu_ms_per_request']} ms).",
+            "",
+            "| run | req/s | p50 ms | p99 ms | server CPU ms/request | errors |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, r in data["runs"].items():
+            lines.append(
+                f"| {key} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['server_cpu_ms_per_request']} | "
+                f"{r['errors']} |"
+            )
     (HERE / "batching.md").write_text("\n".join(lines) + "\n")
 
 

@@ -2,8 +2,8 @@
 
 The same ONNX model (MobileNetV2 96×96, ``_mobilenet.py``), the same work (PNG → decode → RGB 96×96 →
 /127.5 − 1 → onnxruntime → top label), the same load generator (``_load.py``) at 1, 8 and 32 clients, the
-same onnxruntime session options (``--threads`` intra-op threads, no spinning) and
-access logs off on both. Each server gets its idiomatic request: onnxfn the PNG bytes
+same onnxruntime session options (one intra-op thread per run, no spinning), the same parallelism (a run
+per core: in one process, or in a worker process per core) and access logs off on both. Each server gets its idiomatic request: onnxfn the PNG bytes
 (``application/octet-stream``, what ``onnxfn.client`` sends), BentoML a multipart file (what its clients
 send for an ``Image`` parameter). Plain, and with each one's batching (onnxfn ``--batch-delay-ms 5``,
 BentoML ``batchable=True``, max batch 32). Time to first answer: process start → first 200 to a PNG.
@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 SECONDS = float(os.environ.get("ONNXFN_BENCH_SECONDS", "6"))
 CLIENTS = (1, 8, 32)
-THREADS = len(os.sched_getaffinity(0))  # onnxfn's default for one worker and one instance
+CORES = len(os.sched_getaffinity(0))
 VENV = WORK / "bentoml-venv"
 BOUNDARY = "onnxfnbench7d3a"
 
@@ -57,8 +57,9 @@ def multipart(png: bytes) -> bytes:
 def servers(model_dir: Path) -> dict[str, dict]:
     """name → how to start it and talk to it."""
     onnx_file = model_dir / "mobilenet.onnx"
-    onnxfn = [PY, "-m", "onnxfn", "serve", str(model_dir), "--log-level", "warning"]
-    onnxfn += ["--threads", str(THREADS)]
+    # Both: one onnxruntime thread per run and CORES runs at a time, in one process (onnxfn's default:
+    # a runner per core; BentoML: threads=CORES) or in CORES worker processes of one run each.
+    onnxfn = [PY, "-m", "onnxfn", "serve", str(model_dir), "--log-level", "warning", "--threads", "1"]
     env = {**os.environ, "ONNXFN_LOG_LEVEL": "WARNING"}
     bento = [str(VENV / "bin" / "bentoml"), "serve", "bentoml_service:MobileNet"]
     bento_env = {
@@ -66,7 +67,7 @@ def servers(model_dir: Path) -> dict[str, dict]:
     }
     bento_env.update(
         BENCH_MODEL=str(onnx_file),
-        BENCH_THREADS=str(THREADS),
+        BENCH_THREADS="1",
         BENTOML_HOME=str(WORK / "bentoml-home"),
         BENTOML_DO_NOT_TRACK="true",
     )
@@ -82,8 +83,14 @@ def servers(model_dir: Path) -> dict[str, dict]:
             "env": env,
             **raw,
         },
-        "BentoML": {"cmd": bento, "env": {**bento_env, "BENCH_BATCHING": "0"}, **form},
-        "BentoML, batching": {"cmd": bento, "env": {**bento_env, "BENCH_BATCHING": "1"}, **form},
+        "onnxfn, workers": {"cmd": [*onnxfn, "--workers", str(CORES)], "env": env, **raw},
+        "BentoML": {"cmd": bento, "env": {**bento_env, "BENCH_CONCURRENCY": str(CORES)}, **form},
+        "BentoML, batching": {
+            "cmd": bento,
+            "env": {**bento_env, "BENCH_CONCURRENCY": str(CORES), "BENCH_BATCHING": "1"},
+            **form,
+        },
+        "BentoML, workers": {"cmd": bento, "env": {**bento_env, "BENCH_WORKERS": str(CORES)}, **form},
     }
 
 
@@ -120,7 +127,12 @@ def run() -> list[dict]:
     ).stdout.strip()  # fmt: skip
     write(results, version)
     rows = []
-    for ours, theirs in (("onnxfn", "BentoML"), ("onnxfn, batching", "BentoML, batching")):
+    pairs = (
+        ("onnxfn", "BentoML"),
+        ("onnxfn, batching", "BentoML, batching"),
+        ("onnxfn, workers", "BentoML, workers"),
+    )
+    for ours, theirs in pairs:
         for clients in CLIENTS:
             o, b = results[ours]["load"][clients], results[theirs]["load"][clients]
             ratio = o["rps"] / b["rps"]
@@ -141,16 +153,16 @@ def write(results: dict, version: str) -> None:
     from run import machine
 
     (HERE / "bentoml.json").write_text(
-        json.dumps(
-            {"machine": machine(), "bentoml": version, "threads": THREADS, "results": results}, indent=2
-        )
+        json.dumps({"machine": machine(), "bentoml": version, "cores": CORES, "results": results}, indent=2)
         + "\n"
     )
     lines = [
         f"# `onnxfn serve` vs BentoML {version} (benchmarks/bench_bentoml.py)",
         "",
-        f"Machine: {machine()}. MobileNetV2 96×96, PNG bodies, {SECONDS:g} s per run, {THREADS} onnxruntime "
-        "threads in both (no intra-op spinning), access logs off in both, one worker process each. Bodies: onnxfn "
+        f"Machine: {machine()}. MobileNetV2 96×96, PNG bodies, {SECONDS:g} s per run. Tuned alike: one onnxruntime "
+        f"thread per run (no intra-op spinning) and {CORES} runs at a time in both — in one process (onnxfn's "
+        f"default, a runner per core; BentoML `threads={CORES}`) or, in the `workers` rows, {CORES} worker processes "
+        "of one run each (`--workers` / `workers=`); access logs off in both. Bodies: onnxfn "
         "the PNG bytes (what onnxfn.client sends), BentoML a multipart file (what its clients send for an Image "
         "parameter). Batching: onnxfn `--batch-delay-ms 5`, BentoML `batchable=True`; both at most 32 rows. "
         "The servers are measured in alternating windows; the machine was shared (read the ratios).",

@@ -2,8 +2,9 @@
 
 PNG (multipart, BentoML's file input) → Pillow decode → RGB 96×96 → pixels / 127.5 − 1 → onnxruntime → top label and score.
 Runs in its own venv (``pip install bentoml onnxruntime pillow``). Settings come from the environment:
-``BENCH_MODEL`` (the .onnx file), ``BENCH_THREADS`` (intra-op threads, the same as onnxfn's),
-``BENCH_BATCHING`` (1: BentoML's adaptive batching, up to 32 rows, 5 ms max latency target).
+``BENCH_MODEL`` (the .onnx file), ``BENCH_THREADS`` (intra-op threads per run, the same as onnxfn's),
+``BENCH_CONCURRENCY`` (BentoML's ``threads``: sync calls run side by side in a worker, as onnxfn's runners),
+``BENCH_WORKERS`` (worker processes), ``BENCH_BATCHING`` (1: BentoML's adaptive batching, up to 32 rows).
 The session gets the options onnxfn uses (no intra-op spinning), so only the servers differ.
 """
 
@@ -17,6 +18,8 @@ from PIL import Image as PILImage
 
 MODEL = os.environ["BENCH_MODEL"]
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "1"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 BATCHING = os.environ.get("BENCH_BATCHING", "0") == "1"
 
 
@@ -43,9 +46,11 @@ def _top(scores: np.ndarray) -> dict:
     return {"label": f"class_{i}", "index": i, "score": float(scores[i])}
 
 
-@bentoml.service(workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}})
+@bentoml.service(
+    workers=WORKERS, threads=CONCURRENCY, traffic={"timeout": 60}, logging={"access": {"enabled": False}}
+)
 class MobileNet:
-    """One worker process; BentoML runs sync APIs in its thread pool."""
+    """BentoML runs sync APIs in its thread pool, ``threads`` at a time per worker process."""
 
     def __init__(self) -> None:
         self.session = _session()

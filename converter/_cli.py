@@ -104,9 +104,9 @@ PREPROCESS_KEYS = (
     "preset", "size", "layout", "color", "scale", "mean", "std", "flatten", "resize", "crop_ratio", "pad_value",
     # word-level text (TextVectorization)
     "vocab", "max_len", "lowercase", "strip_punctuation", "output_mode", "ngrams", "idf",
-    # WordPiece tokenizers (docs/design.md)
+    # subword tokenizers (docs/design.md): WordPiece, then byte-level BPE
     "tokenizer", "strip_accents", "split", "split_on_cjk", "suffix_indicator", "unk", "cls", "sep", "pad",
-    "max_bytes_per_word",
+    "max_bytes_per_word", "merges", "special", "add_prefix_space",
     # several inputs: {"inputs": {"<name>": {...} | null}}
     "inputs",
 )  # fmt: skip

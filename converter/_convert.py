@@ -125,7 +125,8 @@ def convert(
 
     Text: a model with ``TextVectorization`` inside (string input) keeps the vectorizer in the metadata and
     the rest in ONNX; a BERT-style model (keras-hub ``TextClassifier`` with its preprocessor, or
-    ``tokenizer=`` a keras-hub WordPiece tokenizer/preprocessor or a ``vocab.txt``) carries its tokenizer.
+    ``tokenizer=`` a keras-hub WordPiece/BPE tokenizer or preprocessor, a ``vocab.txt``, or a BPE folder with
+    ``vocabulary.json`` + ``merges.txt``) carries its tokenizer; so does a RoBERTa-style (BPE) classifier.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -137,9 +138,10 @@ def convert(
     notes: list[str] = []
     early: list[str] = []
     if text is not None and not isinstance(preprocess, str):
+        settled = bool(preprocess and "vocab" in preprocess)  # the user's own vocabulary answers them
         preprocess = {**text.preprocess, **(preprocess or {})} or None
         notes += text.notes
-        early += [] if preprocess and "vocab" in preprocess else text.warnings
+        early += [] if settled else text.warnings
     proto = _to_onnx(source, opset)
     onnx_outputs = _output_info(proto)
     classes = _classes(onnx_outputs)

@@ -4,9 +4,10 @@ redoes it in pure Python (runtime/_text.py, runtime/_tokenizers.py).
 - A Keras model with ``TextVectorization`` inside (string input): the vectorizer's vocabulary and settings go
   into the metadata, the graph from the vectorizer's output onwards goes into ONNX.
 - A BERT-style model (keras-hub ``TextClassifier``, or any model taking ``token_ids`` with ``padding_mask`` /
-  ``segment_ids``) with a WordPiece tokenizer: the tokenizer's vocabulary and settings go into the metadata
-  and the ONNX graph takes ``token_ids`` alone (one segment: the padding mask is ``token_ids != pad`` and the
-  segment ids are zeros, computed inside the graph exactly as keras-hub's preprocessor does).
+  ``segment_ids``) with a WordPiece tokenizer (BERT) or a byte-level BPE tokenizer (RoBERTa, GPT-2): the
+  tokenizer's vocabulary (and merges) and settings go into the metadata and the ONNX graph takes
+  ``token_ids`` alone (one segment: the padding mask is ``token_ids != pad`` and the segment ids are zeros,
+  computed inside the graph exactly as keras-hub's preprocessor does).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class TextModel:
         import onnxruntime as ort
         from onnxfn.runtime._text import TextPreprocessor
 
-        texts = sample_texts(preprocess.get("vocab") or [], preprocess.get("max_len") or 16)
+        texts = sample_texts(_words(preprocess), preprocess.get("max_len") or 16)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         first = session.get_inputs()[0]
         from onnxfn._wire import onnx_numpy_dtype
@@ -248,13 +249,13 @@ def _bert_model(model: Any, tokenizer: Any, user_len: int | None = None) -> Text
     if given is None:
         raise ConversionError(
             "this BERT-style model takes token_ids but has no preprocessor: pass tokenizer= (the keras-hub "
-            "tokenizer or preprocessor it was trained with, or a WordPiece vocab.txt) so the served model "
-            "tokenizes text the same way"
+            "tokenizer or preprocessor it was trained with, a WordPiece vocab.txt, or a BPE folder with "
+            "vocabulary.json and merges.txt) so the served model tokenizes text the same way"
         )
     token_spec = next(t for t in _input_tensors(model) if _name(t) == "token_ids")
     length = token_spec.shape[1] if len(token_spec.shape) > 1 else None
     spec = tokenizer_spec(given, max_len=int(length) if length else user_len)
-    pad = spec["vocab"].index(spec["pad"]) if spec.get("pad") in spec["vocab"] else 0
+    pad = _token_id(spec, spec.get("pad"))
     dtype = str(np.dtype(getattr(token_spec, "dtype", "int32")))
     keys = list(names)
 
@@ -291,32 +292,83 @@ def _bert_model(model: Any, tokenizer: Any, user_len: int | None = None) -> Text
     if hasattr(given, "tokenizer") and hasattr(given, "sequence_length"):  # a keras-hub preprocessor
 
         def reference(texts: list[str]) -> np.ndarray:
+            # Through tf.data, as fit/predict/evaluate run the preprocessor on lists of strings: keras-hub
+            # 0.32's eager BPE path does not pre-split (docs/converter.md), its tf.data path does.
             import tensorflow as tf
 
-            features = given(tf.constant(texts))
+            features = next(iter(tf.data.Dataset.from_tensor_slices(texts).batch(len(texts)).map(given)))
             return np.asarray(_first(model({k: features[k] for k in keys}, training=False)))
 
-    return TextModel(source, spec, notes, reference=reference)
+    warnings = []
+    if spec["tokenizer"] == "bpe" and _grain_installed():
+        warnings.append(
+            "grain is installed: keras-hub then fits and predicts through its eager BPE path, which does not "
+            "pre-tokenize (keras-hub 0.32) and gives other ids than its tf.data path, which onnxfn serves; "
+            "train through tf.data (a tf.data.Dataset, or without grain) so served ids match training"
+        )
+    return TextModel(source, spec, notes, warnings, reference=reference)
+
+
+def _grain_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("grain") is not None
 
 
 def tokenizer_spec(tokenizer: Any, *, max_len: int | None = None) -> dict[str, Any]:
-    """The ``onnxfn.preprocess`` spec of a keras-hub WordPiece tokenizer or preprocessor, or a vocab file."""
+    """The ``onnxfn.preprocess`` spec of a keras-hub WordPiece or byte-level BPE tokenizer or preprocessor,
+    a WordPiece ``vocab.txt``, or a BPE directory (``vocabulary.json`` + ``merges.txt``)."""
     if isinstance(tokenizer, (str, Path)):
+        if Path(tokenizer).is_dir():
+            return _bpe_files_spec(Path(tokenizer), max_len)
         return _vocab_file_spec(Path(tokenizer), max_len)
     preprocessor = None
     if hasattr(tokenizer, "tokenizer") and hasattr(tokenizer, "sequence_length"):
         preprocessor, tokenizer = tokenizer, tokenizer.tokenizer
     kind = type(tokenizer).__name__
-    if not hasattr(tokenizer, "suffix_indicator") or not hasattr(tokenizer, "vocabulary"):
+    if hasattr(tokenizer, "merges") and isinstance(getattr(tokenizer, "vocabulary", None), dict):
+        spec = _bpe_spec(tokenizer)
+    elif hasattr(tokenizer, "suffix_indicator") and hasattr(tokenizer, "vocabulary"):
+        spec = _wordpiece_spec(tokenizer)
+    else:
         raise ConversionError(
             f"tokenizer {kind} is not supported: onnxfn reproduces WordPiece tokenizers (BERT-style, "
-            "keras_hub.tokenizers.WordPieceTokenizer and its model-specific subclasses)"
+            "keras_hub.tokenizers.WordPieceTokenizer) and byte-level BPE tokenizers (RoBERTa/GPT-2-style, "
+            "keras_hub.tokenizers.BytePairTokenizer), and their model-specific subclasses"
         )
+    if preprocessor is not None:
+        truncate = getattr(preprocessor, "truncate", "round_robin")
+        if truncate not in ("round_robin", "waterfall"):  # both keep the first tokens of a single segment
+            raise ConversionError(f"preprocessor truncate={truncate!r} is not supported")
+        spec.update(
+            cls=getattr(tokenizer, "cls_token", None) or _token(tokenizer, "start_token_id"),
+            sep=getattr(tokenizer, "sep_token", None) or _token(tokenizer, "end_token_id"),
+            pad=getattr(tokenizer, "pad_token", None)
+            or _token(tokenizer, "pad_token_id")
+            or _id_token(spec, 0),
+            max_len=int(preprocessor.sequence_length),
+        )
+    else:  # a bare tokenizer: ids only, padded with 0 (keras-hub's sequence_length padding)
+        length = getattr(tokenizer, "sequence_length", None) or max_len
+        if not length:
+            raise ConversionError(
+                "cannot tell the sequence length: give the tokenizer a sequence_length, or give the model "
+                "a fixed-length input"
+            )
+        spec.update(cls=None, sep=None, pad=_id_token(spec, 0), max_len=int(length))
+    if max_len and spec["max_len"] != max_len:
+        raise ConversionError(
+            f"the tokenizer packs {spec['max_len']} tokens but the model's token_ids input has {max_len}"
+        )
+    return spec
+
+
+def _wordpiece_spec(tokenizer: Any) -> dict[str, Any]:
     if getattr(tokenizer, "special_tokens_in_strings", False):
         raise ConversionError("WordPiece with special_tokens_in_strings=True is not supported")
     if getattr(tokenizer, "split", True) is not True:
         raise ConversionError("WordPiece with split=False (pre-split input) is not supported")
-    spec: dict[str, Any] = {
+    return {
         "tokenizer": "wordpiece",
         "vocab": [str(t) for t in tokenizer.get_vocabulary()],
         "lowercase": bool(tokenizer.lowercase),
@@ -327,31 +379,116 @@ def tokenizer_spec(tokenizer: Any, *, max_len: int | None = None) -> dict[str, A
         "unk": str(tokenizer.oov_token),
         "max_bytes_per_word": 100,
     }
-    if preprocessor is not None:
-        truncate = getattr(preprocessor, "truncate", "round_robin")
-        if truncate not in ("round_robin", "waterfall"):  # both keep the first tokens of a single segment
-            raise ConversionError(f"preprocessor truncate={truncate!r} is not supported")
-        spec.update(
-            cls=getattr(tokenizer, "cls_token", None) or _token(tokenizer, "start_token_id"),
-            sep=getattr(tokenizer, "sep_token", None) or _token(tokenizer, "end_token_id"),
-            pad=getattr(tokenizer, "pad_token", None)
-            or _token(tokenizer, "pad_token_id")
-            or spec["vocab"][0],
-            max_len=int(preprocessor.sequence_length),
-        )
-    else:  # a bare tokenizer: ids only, padded with 0 (keras-hub's sequence_length padding)
-        length = getattr(tokenizer, "sequence_length", None) or max_len
-        if not length:
-            raise ConversionError(
-                "cannot tell the sequence length: give the tokenizer a sequence_length, or give the model "
-                "a fixed-length input"
-            )
-        spec.update(cls=None, sep=None, pad=spec["vocab"][0], max_len=int(length))
-    if max_len and spec["max_len"] != max_len:
+
+
+def _bpe_spec(tokenizer: Any) -> dict[str, Any]:
+    """keras-hub ``BytePairTokenizer`` (and ``RobertaTokenizer``, ``GPT2Tokenizer``, …): vocabulary, merges,
+    unsplittable tokens in keras-hub's order, prefix space."""
+    if "string" in str(getattr(tokenizer, "compute_dtype", "int32")):
         raise ConversionError(
-            f"the tokenizer packs {spec['max_len']} tokens but the model's token_ids input has {max_len}"
+            "a BytePairTokenizer with dtype='string' gives tokens, not ids: use an int dtype"
         )
+    return _bpe_settings(
+        dict(tokenizer.vocabulary),
+        list(tokenizer.merges),
+        list(getattr(tokenizer, "unsplittable_tokens", None) or []),
+        bool(getattr(tokenizer, "add_prefix_space", False)),
+    )
+
+
+def _bpe_settings(
+    vocabulary: dict[str, int], merges: list[str], special: list[str], add_prefix_space: bool
+) -> dict[str, Any]:
+    try:
+        from onnxfn.runtime._bpe import BytePairTokenizer
+
+        BytePairTokenizer(vocabulary, merges, special=special)  # the runtime must accept what we write
+    except ValueError as exc:
+        raise ConversionError(f"the BPE tokenizer cannot be carried: {exc}") from None
+    ids = sorted(int(i) for i in vocabulary.values())
+    # A list (index = id) when the ids are 0..n-1, as in every GPT-2/RoBERTa vocabulary; else the mapping.
+    contiguous = ids == list(range(len(ids)))
+    vocab: list[str] | dict[str, int] = (
+        [t for t, _ in sorted(vocabulary.items(), key=lambda kv: int(kv[1]))] if contiguous else vocabulary
+    )
+    return {
+        "tokenizer": "bpe",
+        "vocab": vocab,
+        "merges": [str(m) for m in merges if not str(m).lstrip().startswith("#version:")],
+        "special": [str(t) for t in special],
+        "add_prefix_space": add_prefix_space,
+    }
+
+
+def _bpe_files_spec(folder: Path, max_len: int | None) -> dict[str, Any]:
+    """keras-hub's tokenizer assets (``vocabulary.json``, ``merges.txt``; also GPT-2/RoBERTa's own
+    ``vocab.json``), with the unsplittable tokens and markers of keras-hub's ``RobertaTokenizer`` (or
+    ``GPT2Tokenizer``: ``<|endoftext|>``) when the vocabulary has them."""
+    import json
+
+    vocab_path = next((folder / n for n in ("vocabulary.json", "vocab.json") if (folder / n).is_file()), None)
+    merges_path = folder / "merges.txt"
+    if vocab_path is None or not merges_path.is_file():
+        raise ConversionError(
+            f"{folder} is not a BPE tokenizer: it needs vocabulary.json (or vocab.json) and merges.txt"
+        )
+    try:
+        vocabulary = json.loads(vocab_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConversionError(f"{vocab_path} is not valid JSON: {exc}") from None
+    if not isinstance(vocabulary, dict) or not all(isinstance(i, int) for i in vocabulary.values()):
+        raise ConversionError(f"{vocab_path} must be a JSON object {{token: id}}")
+    merges = [line.rstrip("\r\n") for line in merges_path.read_text(encoding="utf-8").splitlines()]
+    merges = [m for m in merges if m]
+    if not max_len:
+        raise ConversionError(
+            f"a tokenizer folder does not say the sequence length: give the model a fixed-length token_ids "
+            f"input or add max_len to preprocess ({folder})"
+        )
+    roberta = all(t in vocabulary for t in ("<s>", "</s>", "<pad>"))
+    special = [t for t in ("<s>", "</s>", "<pad>", "<mask>", "<|endoftext|>") if t in vocabulary]
+    spec = _bpe_settings(vocabulary, merges, special, False)
+    spec.update(
+        cls="<s>" if roberta else None,
+        sep="</s>" if roberta else None,
+        pad="<pad>" if roberta else _id_token(spec, 0),
+        max_len=int(max_len),
+    )
     return spec
+
+
+def _token_id(spec: dict[str, Any], token: str | None) -> int:
+    """The id of ``token`` in a spec's vocabulary (0 when absent)."""
+    vocab = spec.get("vocab") or []
+    if isinstance(vocab, dict):
+        return int(vocab.get(token, 0))
+    return vocab.index(token) if token in vocab else 0
+
+
+def _id_token(spec: dict[str, Any], index: int) -> str | None:
+    vocab = spec.get("vocab") or []
+    if isinstance(vocab, dict):
+        return next((t for t, i in vocab.items() if int(i) == index), None)
+    return str(vocab[index]) if index < len(vocab) else None
+
+
+def _words(spec: dict[str, Any]) -> list[str]:
+    """Words to make parity texts from: the vocabulary, with BPE tokens decoded back to text."""
+    vocab = list(spec.get("vocab") or [])
+    if spec.get("tokenizer") != "bpe":
+        return vocab
+    from onnxfn.runtime._bpe import bytes_to_unicode
+
+    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    special = set(spec.get("special") or [])
+    words = []
+    for token in vocab:
+        if token in special or not all(c in to_byte for c in token):
+            continue
+        word = bytes(to_byte[c] for c in token).decode("utf-8", "ignore").strip()
+        if len(word) > 1:
+            words.append(word)
+    return words
 
 
 def _vocab_file_spec(path: Path, max_len: int | None) -> dict[str, Any]:

@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokenizer",
         metavar="VOCAB",
-        help="WordPiece vocab.txt of a BERT-style model saved without its keras-hub preprocessor",
+        help="tokenizer of a model saved without its keras-hub preprocessor: a WordPiece vocab.txt (BERT), "
+        "or a folder with vocabulary.json and merges.txt (byte-level BPE: RoBERTa, GPT-2)",
     )
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--version", type=int, default=1, help="model version stored in the file")
@@ -221,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int)
     p.add_argument("--max-batch", type=int)
     p.add_argument(
-        "--threads", type=int, help="onnxruntime threads per session (default: cores / workers / instances)"
+        "--threads",
+        type=int,
+        help="onnxruntime threads per model run (default 1: one run per core side by side; more cuts one big request's latency)",
     )
     p.add_argument(
         "--batch-delay-ms",
@@ -229,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="dynamic batching: wait up to this long to fuse concurrent requests into one run (0 = off)",
     )
     p.add_argument("--batch-max", type=int, help="largest fused batch in rows (default 32, ≤ --max-batch)")
-    p.add_argument("--instances", type=int, help="onnxruntime sessions per model, each with its own threads")
+    p.add_argument(
+        "--instances",
+        type=int,
+        help="onnxruntime sessions (copies) per model (default 1; the runs share them)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--reload-interval", type=float, help="poll the model source every N s, swap changed models"

@@ -63,6 +63,12 @@ def parse_json(body: bytes) -> tuple[list[Any], int | None]:
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise BadRequest('"instances" must be a list')
+    for i, item in enumerate(instances):  # before any size limit: a malformed body is a 400, not a 413
+        if not isinstance(item, (str, list, dict)):
+            raise BadRequest(
+                f"instance {i} is {json.dumps(item)}: send a base64 image or a text (a string), a numeric "
+                'row (a list), or an object keyed by input name ({"b64": ...} for an image)'
+            )
     top_k = payload.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise BadRequest('"top_k" must be a positive integer')

@@ -10,11 +10,9 @@ turns them into its own error answer.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +21,7 @@ import numpy as np
 
 from onnxfn._wire import HEADER
 
-from ._batcher import Batcher, Direct
+from ._batcher import Batcher, Job
 from ._bodies import decode_image_instances, media_type, parse_body, parse_top_k
 from ._errors import BadRequest, NotFound, UnsupportedMediaType
 from ._explain import ExplainSettings, check_options, explain_options, explain_payload
@@ -91,7 +89,7 @@ class DataPlane:
             "explain": self.explain,
             "metrics": self.metrics_page,
         }
-        self._batchers: weakref.WeakKeyDictionary[Model, Batcher] = weakref.WeakKeyDictionary()
+        self._batchers: dict[Model, Batcher] = {}
         self._batchers_lock = threading.Lock()
 
     def handle(self, op: str, call: Call) -> Reply:
@@ -138,26 +136,46 @@ class DataPlane:
         model = self._model(call)
         return json_reply({"name": model.name, "ready": True}, model=model.name)
 
-    # -- inference --------------------------------------------------------------------------------
+    # -- inference ---------------------------------------------------------------------------------
+    # predict and infer are Jobs (``_batcher.py``): prepare (parse, decode, preprocess) → run → finish
+    # (encode). The HTTP server queues them on the model's runners; other callers run them in place.
     def infer(self, call: Call) -> Reply:
         """KServe V2 infer: JSON or binary tensors in, the same out."""
-        model = self._model(call)
-        with self._runner(model) as runner:
-            t0 = time.perf_counter()
-            with span("onnxfn.decode", model=model.name):
-                parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
-            t1 = time.perf_counter()
-            results = runner.run(parsed.inputs, parsed.outputs)
-            t2 = time.perf_counter()
-        body, headers = encode_response(model, results, parsed)
-        call.timings["decode"] = (t1 - t0) * 1000
-        call.timings["inference"] = (t2 - t1) * 1000
-        return Reply(200, body, headers, model.name)
+        return self.execute(self.infer_job(call))
 
     def predict(self, call: Call) -> Reply:
         """The friendly API: images, text or numeric rows in; top-k labels (or raw outputs) out."""
+        return self.execute(self.predict_job(call))
+
+    def job(self, op: str, call: Call) -> Job | None:
+        """The model work of ``op`` as a :class:`Job` (``infer``, ``predict``), else None."""
+        if op == "predict":
+            return self.predict_job(call)
+        if op == "infer":
+            return self.infer_job(call)
+        return None
+
+    def infer_job(self, call: Call) -> Job:
+        model = self._model(call)
+
+        def prepare() -> tuple[dict[str, np.ndarray], list[str] | None, Any]:
+            t0 = time.perf_counter()
+            with span("onnxfn.decode", model=model.name):
+                parsed = parse_request(call.body, call.headers.get(HEADER), model, self.settings.max_batch)
+            call.timings["decode"] = (time.perf_counter() - t0) * 1000
+            return parsed.inputs, parsed.outputs, parsed
+
+        def finish(parsed: Any, results: dict[str, np.ndarray]) -> Reply:
+            body, headers = encode_response(model, results, parsed)
+            return Reply(200, body, headers, model.name)
+
+        return Job(model, prepare, finish, call.timings)
+
+    def predict_job(self, call: Call) -> Job:
         model = self._model(call, default_when_missing=True)
-        with self._runner(model) as runner:
+        name = model.outputs[0].name
+
+        def prepare() -> tuple[dict[str, np.ndarray], list[str] | None, Any]:
             t0 = time.perf_counter()
             if call.instances is not None:
                 instances, top_k = call.instances, None
@@ -172,8 +190,40 @@ class DataPlane:
             check_batch(len(instances), self.settings.max_batch)
             top_k = parse_top_k(call.query.get("top_k"), top_k)
             call.timings["decode"] = (time.perf_counter() - t0) * 1000
-            payload = predict_payload(model, instances, top_k, call.timings, run=runner.run)
-        return json_reply(payload, model=model.name)
+            return predict_feeds(model, instances, call.timings), [name], top_k
+
+        def finish(top_k: int | None, results: dict[str, np.ndarray]) -> Reply:
+            return json_reply(predict_answer(model, results[name], top_k), model=model.name)
+
+        return Job(model, prepare, finish, call.timings)
+
+    def execute(self, job: Job) -> Reply:
+        """Run ``job`` from a thread: through the model's batcher when batching is on, else in place."""
+        if self.settings.batch_delay_ms > 0 and job.model.batchable:
+            answer: Reply = self.scheduler(job.model).run(job)
+            return answer
+        answer = job.execute()
+        return answer
+
+    def scheduler(self, model: Model) -> Batcher:
+        """The job queue and runner threads of ``model`` (batching as the settings say)."""
+        batcher = self._batchers.get(model)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._batchers.get(model)
+                if batcher is None:
+                    self._retire_batchers()
+                    settings = self.settings
+                    batcher = Batcher(
+                        model,
+                        delay_ms=settings.batch_delay_ms,
+                        max_rows=min(settings.batch_max, settings.max_batch),
+                        timeout=settings.request_timeout,
+                        fuse=settings.batch_delay_ms > 0,
+                        runners=settings.runners,
+                    )
+                    self._batchers[model] = batcher
+        return batcher
 
     def explain(self, call: Call) -> Reply:
         """Which pixels or words the answer rests on (``_explain.py``): the predict bodies, plus ``target``
@@ -199,27 +249,15 @@ class DataPlane:
         return json_reply(payload, model=model.name)
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _runner(self, model: Model) -> contextlib.AbstractContextManager[Any]:
-        """How this request runs the model: through its batcher (ONNXFN_BATCH_DELAY_MS > 0), else directly."""
-        settings = self.settings
-        if settings.batch_delay_ms <= 0 or not model.batchable:
-            return contextlib.nullcontext(Direct(model))
-        batcher = self._batchers.get(model)
-        if batcher is None:
-            with self._batchers_lock:
-                batcher = self._batchers.get(model)
-                if batcher is None:
-                    batcher = Batcher(
-                        model,
-                        delay_ms=settings.batch_delay_ms,
-                        max_rows=min(settings.batch_max, settings.max_batch),
-                        timeout=settings.request_timeout,
-                    )
-                    self._batchers[model] = batcher
-        return batcher.arrival()
+    def _retire_batchers(self) -> None:
+        """Close the queues of models the repository no longer serves (hot reload): their runners end
+        once idle and the old sessions are freed."""
+        served = {id(m) for m in self.repository.models.values()}
+        for model in [m for m in self._batchers if id(m) not in served]:
+            self._batchers.pop(model).close()
 
     def batcher(self, model: Model) -> Batcher | None:
-        """The batcher of ``model`` once batching has started for it (metrics, tests)."""
+        """The job queue of ``model`` once one has started (metrics, tests)."""
         return self._batchers.get(model)
 
     def _model(self, call: Call, *, default_when_missing: bool = False) -> Model:
@@ -231,35 +269,36 @@ class DataPlane:
         return model
 
 
-def predict_payload(
-    model: Model,
-    instances: list[Any],
-    top_k: int | None,
-    timings: dict[str, float] | None = None,
-    *,
-    run: Callable[..., dict[str, np.ndarray]] | None = None,
-) -> dict[str, Any]:
-    """The predict answer for ``instances``: top-k labels per instance, or raw outputs for tensor models.
-
-    ``run`` runs the model (default ``model.run``); the data plane passes its batcher's.
-    """
-    timings = timings if timings is not None else {}
+def predict_feeds(
+    model: Model, instances: list[Any], timings: dict[str, float] | None = None
+) -> dict[str, np.ndarray]:
+    """The model's feeds for predict ``instances`` (images decoded, text tokenized, rows checked)."""
     t0 = time.perf_counter()
     with span("onnxfn.preprocess", model=model.name, instances=len(instances)):
         if isinstance(model.preprocessor, ImagePreprocessor):
             instances = decode_image_instances(instances)
         feeds = model.feeds(instances)  # one batch per input; multi-input instances are keyed by input name
-    t1 = time.perf_counter()
-    name = model.outputs[0].name
-    scores = (run or model.run)(feeds, [name])[name]
-    t2 = time.perf_counter()
-    timings["preprocess"] = (t1 - t0) * 1000
-    timings["inference"] = (t2 - t1) * 1000
+    if timings is not None:
+        timings["preprocess"] = (time.perf_counter() - t0) * 1000
+    return feeds
+
+
+def predict_answer(model: Model, scores: np.ndarray, top_k: int | None) -> dict[str, Any]:
+    """The predict answer from the first output's rows: top-k labels per instance, or raw outputs."""
     payload: dict[str, Any] = {"model": model.name, "version": model.version}
     if len(model.outputs) > 1:
-        payload["output"] = name  # several outputs: the friendly answer is the first one's (V2 has all)
+        payload["output"] = model.outputs[0].name  # the friendly answer is the first output's (V2 has all)
     if model.task == "tensor":
         payload["outputs"] = np.asarray(scores).tolist()
     else:
         payload["predictions"] = model.classify(scores, top_k or 5)
     return payload
+
+
+def predict_payload(
+    model: Model, instances: list[Any], top_k: int | None, timings: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The predict answer for ``instances``, computed in this thread (fuzzing, explanations)."""
+    name = model.outputs[0].name
+    feeds = predict_feeds(model, instances, timings)
+    return predict_answer(model, model.run(feeds, [name])[name], top_k)

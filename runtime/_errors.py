@@ -4,6 +4,7 @@ APIError
 ├── BadRequest            400  malformed, undecodable, wrong shape/dtype, non-finite numbers
 ├── Unauthorized          401  missing or wrong API key
 ├── NotFound              404  unknown model, version or route
+├── MethodNotAllowed      405  a route's path with another method
 ├── PayloadTooLarge       413  body or batch above the limit
 ├── UnsupportedMediaType  415  a body the API cannot read
 └── NotReady              503  no model loaded
@@ -39,6 +40,12 @@ class NotFound(APIError, LookupError):
     """404: unknown model, version or route."""
 
     status = 404
+
+
+class MethodNotAllowed(APIError):
+    """405: the path exists, with another method (``allow`` names it)."""
+
+    status = 405
 
 
 class PayloadTooLarge(APIError):

@@ -154,7 +154,10 @@ class ImagePreprocessor:
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
                 raise BadRequest(f"cannot decode {fmt} image (truncated or corrupt?): {exc}") from None
         try:
-            image = ImageOps.exif_transpose(image)
+            if image is data:  # the caller's image: a rotated copy
+                image = ImageOps.exif_transpose(image)
+            else:  # one this call decoded: in place (no copy of an upright image's pixels)
+                ImageOps.exif_transpose(image, in_place=True)
         except Exception as exc:  # a broken EXIF block must not fail an otherwise good image
             log.debug("ignoring unreadable EXIF orientation: %s", exc)
         if image.mode != self.mode:

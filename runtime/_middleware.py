@@ -68,7 +68,10 @@ class RequestMiddleware:
         info: dict[str, Any] = {"status": 500, "bytes_out": 0, "bytes_in": 0}
         path = scope.get("path", "")
         method = scope.get("method", "GET")
-        route, _ = match(method, path)
+        found = match("GET" if method == "HEAD" else method, path)  # HEAD: a GET without the body
+        state["route"] = found  # for the dispatcher (``_asgi.py``): one match per request
+        state["headers"] = headers
+        route = found[0]
         template = route.path if route is not None else "other"
         trace = start_request(headers, method, template)
         extra = [(b"x-request-id", request_id.encode()), (b"traceparent", trace.header().encode())]
@@ -162,7 +165,8 @@ class RequestMiddleware:
                     hook(record)
                 except Exception:  # a metrics failure never fails a request
                     log.exception(json.dumps({"event": "request_hook_failed", "request_id": request_id}))
-            log.info(json.dumps(record))
+            if log.isEnabledFor(logging.INFO):
+                log.info(json.dumps(record))
 
 
 class _Internal(APIError):

@@ -5,6 +5,7 @@ Precise enough for schemathesis to check every response against it: each route l
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from onnxfn._wire import DATATYPES as _WIRE_DATATYPES
@@ -283,14 +284,41 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def install(app: Any, open_paths: frozenset[str]) -> None:
-    """Add the schemas and the API-key security schemes to ``app.openapi()``."""
+def paths(routes: Any) -> dict[str, dict[str, Any]]:
+    """OpenAPI ``paths`` for the route table (``_routes.ROUTES``): the API routes are not FastAPI's."""
+    out: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        names = re.findall(r"\{(\w+)\}", route.path)
+        operation: dict[str, Any] = {
+            "tags": list(route.tags),
+            "summary": route.summary,
+            "operationId": route.op
+            + re.sub(r"\W+", "_", route.path).rstrip("_")
+            + "_"
+            + route.method.lower(),
+            "responses": {str(k): v for k, v in route.responses.items()},
+        }
+        extra = dict(route.openapi_extra or {})
+        parameters = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string", "title": n.title()}}
+            for n in names
+        ] + extra.pop("parameters", [])
+        if parameters:
+            operation["parameters"] = parameters
+        operation.update(extra)
+        out.setdefault(route.path, {})[route.method.lower()] = operation
+    return out
+
+
+def install(app: Any, open_paths: frozenset[str], routes: Any) -> None:
+    """Add the API routes' paths, the schemas and the API-key security schemes to ``app.openapi()``."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return dict(app.openapi_schema)
         schema: dict[str, Any] = original()
+        schema["paths"] = {**paths(routes), **schema.get("paths", {})}
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(SCHEMAS)
         components["securitySchemes"] = {

@@ -1,7 +1,8 @@
 """The one route table: method, path and data-plane operation of every API route, with its OpenAPI doc.
 
-``_app.py`` registers these with FastAPI; ``Client.local`` matches paths against the same table
-(:func:`match`), so a route added here exists on uvicorn, on Lambda and in process at once.
+The HTTP app dispatches by it (``_asgi.py``) and documents it (``_openapi.paths``); ``Client.local`` matches
+paths against the same table (:func:`match`), so a route added here exists on uvicorn, on Lambda and in
+process at once.
 """
 
 from __future__ import annotations

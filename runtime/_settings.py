@@ -30,7 +30,8 @@ def default_threads() -> int:
 
 
 def threads_per_session(workers: int = 1, instances: int = 1) -> int:
-    """The default ``intra_op_num_threads``: the cores shared out over worker processes and sessions.
+    """The cores shared out over worker processes and sessions (the default ``intra_op_num_threads``
+    where requests run one at a time: Lambda, ``Client.local``).
 
     Each uvicorn worker and each model instance gets its own onnxruntime thread pool; giving every one of
     them all the cores oversubscribes the CPU (threads spin and steal time from each other).
@@ -145,12 +146,24 @@ class Settings:
             if key == "api_key_hashes" and isinstance(value, str):
                 value = tuple(h.strip().lower() for h in value.split(",") if h.strip())
             setattr(settings, key, value)
-        if not settings.threads:  # not ONNXFN_THREADS, --threads nor an override: share the cores out
-            settings.threads = threads_per_session(settings.workers, settings.instances)
+        if not settings.threads:  # not ONNXFN_THREADS, --threads nor an override
+            # A server runs requests side by side: one thread per run, a run per core (``runners``), measured
+            # cheaper per request than all cores per run (docs/runtime.md, "Instances, workers and threads").
+            # One request at a time (Lambda, Client.local): the cores shared out over workers × instances.
+            settings.threads = (
+                1 if settings.offload else threads_per_session(settings.workers, settings.instances)
+            )
         if not settings.batch_max:
             settings.batch_max = min(32, settings.max_batch)
         settings.check()
         return settings
+
+    @property
+    def runners(self) -> int:
+        """Requests a model runs at once on a server: one per ``threads`` cores (of this worker's share),
+        at least one per session. Runner threads share the model's sessions (onnxruntime sessions are
+        thread-safe), so a model is in memory ``instances`` times, not once per runner."""
+        return max(self.instances, default_threads() // max(1, self.workers * self.threads))
 
     def check(self) -> None:
         """ValueError naming the setting when values contradict each other."""

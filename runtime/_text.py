@@ -26,7 +26,7 @@ class TextPreprocessor:
     ``count`` | ``tf_idf`` (with ``idf``), ``ngrams`` (N: every n-gram width 1..N, as Keras' integer
     ``ngrams``; or a list of widths, as Keras' tuple).
 
-    A spec with a ``tokenizer`` key (``"wordpiece"``) is a subword model (BERT-style) instead: see
+    A spec with a ``tokenizer`` key (``"wordpiece"``, ``"bpe"``) is a subword model (BERT/RoBERTa-style): see
     :class:`onnxfn.runtime._tokenizers.SubwordPreprocessor` for its keys.
     """
 

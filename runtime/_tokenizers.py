@@ -1,9 +1,10 @@
 """Subword tokenizers in pure Python: the same ids as the training side, without TensorFlow.
 
 :class:`WordPieceTokenizer` reproduces keras-hub's ``WordPieceTokenizer`` (which runs tensorflow-text's
-``FastWordpieceTokenizer`` behind BERT's pre-tokenization) and :class:`SubwordPreprocessor` packs the ids
-like keras-hub's ``BertTextClassifierPreprocessor``: ``[CLS] tokens [SEP]`` then ``[PAD]`` up to ``max_len``.
-The spec keys (``onnxfn.preprocess``) are documented in docs/design.md.
+``FastWordpieceTokenizer`` behind BERT's pre-tokenization); byte-level BPE (GPT-2/RoBERTa) is in ``_bpe.py``.
+:class:`SubwordPreprocessor` packs the ids like keras-hub's text classifier preprocessors (BERT, RoBERTa):
+``cls tokens sep`` then ``pad`` up to ``max_len``. The spec keys (``onnxfn.preprocess``) are documented in
+docs/design.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from ._bpe import BytePairTokenizer
 
 # RE2's \s (what tensorflow-text's regex_split uses): ASCII only, no \v (which is a control character anyway).
 _SPACES = frozenset(" \t\n\r\f")
@@ -50,7 +53,7 @@ _IGNORABLE = (
 )
 _DROP, _KEEP, _WORD = 0, 1, 2
 
-TOKENIZERS = ("wordpiece",)
+TOKENIZERS = ("wordpiece", "bpe")
 
 
 def _in(ranges: tuple[tuple[int, int], ...], code: int) -> bool:
@@ -179,9 +182,10 @@ class WordPieceTokenizer:
 class SubwordPreprocessor:
     """Raw text to the model's ``token_ids`` row: tokenize, truncate, add ``cls``/``sep``, pad to ``max_len``.
 
-    ``spec`` (``onnxfn.preprocess``): ``tokenizer`` (``"wordpiece"``), ``vocab``, ``max_len``, ``lowercase``,
-    ``strip_accents``, ``split``, ``split_on_cjk``, ``suffix_indicator``, ``unk``, ``cls``, ``sep``, ``pad``
-    (null to leave a marker out), ``max_bytes_per_word``.
+    ``spec`` (``onnxfn.preprocess``): ``tokenizer`` (``"wordpiece"`` | ``"bpe"``), ``vocab``, ``max_len``,
+    ``cls``, ``sep``, ``pad`` (null to leave a marker out); WordPiece: ``lowercase``, ``strip_accents``,
+    ``split``, ``split_on_cjk``, ``suffix_indicator``, ``unk``, ``max_bytes_per_word``; BPE: ``merges``,
+    ``special``, ``add_prefix_space``.
     """
 
     def __init__(self, spec: dict[str, Any], *, dtype: Any = np.int64) -> None:
@@ -189,18 +193,36 @@ class SubwordPreprocessor:
         if kind not in TOKENIZERS:
             raise ValueError(f"tokenizer {kind!r} is not supported: onnxfn runs {', '.join(TOKENIZERS)}")
         vocab = spec.get("vocab")
-        if not isinstance(vocab, list) or not vocab:
-            raise ValueError("a tokenizer spec needs a non-empty 'vocab' list")
-        self.tokenizer = WordPieceTokenizer(
-            vocab,
-            lowercase=spec.get("lowercase", False),
-            strip_accents=spec.get("strip_accents", False),
-            split=spec.get("split", True),
-            split_on_cjk=spec.get("split_on_cjk", True),
-            suffix_indicator=spec.get("suffix_indicator", "##"),
-            unk=spec.get("unk", "[UNK]"),
-            max_bytes_per_word=spec.get("max_bytes_per_word", 100),
-        )
+        self.tokenizer: WordPieceTokenizer | BytePairTokenizer
+        if kind == "bpe":
+            if not isinstance(vocab, (list, dict)) or not vocab:
+                raise ValueError("a bpe tokenizer spec needs a non-empty 'vocab' (list, or {token: id})")
+            merges, unsplittable = spec.get("merges"), spec.get("special") or []
+            if not isinstance(merges, list):
+                raise ValueError("a bpe tokenizer spec needs a 'merges' list of 'a b' rules")
+            if not isinstance(unsplittable, list) or not all(isinstance(t, str) and t for t in unsplittable):
+                raise ValueError("a bpe tokenizer spec's 'special' must be a list of non-empty tokens")
+            self.tokenizer = BytePairTokenizer(
+                vocab,
+                merges,
+                special=unsplittable,
+                add_prefix_space=spec.get("add_prefix_space", False),
+            )
+            markers = ("<s>", "</s>", "<pad>")
+        else:
+            if not isinstance(vocab, list) or not vocab:
+                raise ValueError("a tokenizer spec needs a non-empty 'vocab' list")
+            self.tokenizer = WordPieceTokenizer(
+                vocab,
+                lowercase=spec.get("lowercase", False),
+                strip_accents=spec.get("strip_accents", False),
+                split=spec.get("split", True),
+                split_on_cjk=spec.get("split_on_cjk", True),
+                suffix_indicator=spec.get("suffix_indicator", "##"),
+                unk=spec.get("unk", "[UNK]"),
+                max_bytes_per_word=spec.get("max_bytes_per_word", 100),
+            )
+            markers = ("[CLS]", "[SEP]", "[PAD]")
         self.max_len = int(spec.get("max_len", 128))
         index = self.tokenizer.index
 
@@ -212,9 +234,9 @@ class SubwordPreprocessor:
                 raise ValueError(f"the {key} token {token!r} is not in the vocabulary")
             return index[token]
 
-        self.cls_id = special("cls", "[CLS]")
-        self.sep_id = special("sep", "[SEP]")
-        self.pad_id = special("pad", "[PAD]") or 0
+        self.cls_id = special("cls", markers[0])
+        self.sep_id = special("sep", markers[1])
+        self.pad_id = special("pad", markers[2]) or 0
         room = self.max_len - (self.cls_id is not None) - (self.sep_id is not None)
         if room < 1:
             raise ValueError(f"max_len {self.max_len} leaves no room for tokens")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from . import Request, Response
@@ -18,19 +19,31 @@ from . import Request, Response
 _EXTRA = "pip install 'onnxfn[serve]'"
 
 
-def _runtime() -> tuple[Any, ...]:
+def _runtime() -> Any:
     """The runtime pieces, or an ImportError that says which extra to install."""
     try:
         import onnxruntime  # noqa: F401  (the first thing a partial install lacks)
         from onnxfn.runtime import APIError, NotFound, Settings, load_models
+        from onnxfn.runtime._asgi import allowed
         from onnxfn.runtime._dataplane import Call, DataPlane
+        from onnxfn.runtime._errors import MethodNotAllowed
         from onnxfn.runtime._routes import match
     except ImportError as exc:
         raise ImportError(
             f"Client.local runs models in this process and needs the runtime's dependencies "
             f"({exc.name or exc} is missing): {_EXTRA}"
         ) from None
-    return APIError, NotFound, Settings, load_models, Call, DataPlane, match
+    return SimpleNamespace(
+        APIError=APIError,
+        NotFound=NotFound,
+        MethodNotAllowed=MethodNotAllowed,
+        allowed=allowed,
+        Settings=Settings,
+        load_models=load_models,
+        Call=Call,
+        DataPlane=DataPlane,
+        match=match,
+    )
 
 
 class LocalTransport:
@@ -44,18 +57,17 @@ class LocalTransport:
         threads: int | None = None,
         max_batch: int = 1 << 20,
     ) -> None:
-        APIError, NotFound, Settings, load_models, Call, DataPlane, match = _runtime()
-        settings = Settings.from_env(max_batch=max_batch, offload=False)
+        rt = _runtime()
+        settings = rt.Settings.from_env(max_batch=max_batch, offload=False)
         if threads:
             settings.threads = threads
-        repository = load_models(
+        repository = rt.load_models(
             source, threads=settings.threads, max_image_pixels=settings.max_image_pixels, default=default
         )
         self.repository = repository
-        self.dataplane = DataPlane(repository, settings)
+        self.dataplane = rt.DataPlane(repository, settings)
         self.url = f"local:{source}"
-        self._api_error, self._not_found, self._call, self._match = APIError, NotFound, Call, match
-        self._not_allowed = type("MethodNotAllowed", (APIError,), {"status": 405})
+        self._rt = rt
 
     def url_for(self, request: Request) -> str:
         return f"{self.url}{request.path}"
@@ -73,12 +85,15 @@ class LocalTransport:
         if key:
             headers["idempotency-key"] = key
         try:
-            route, found = self._match(request.method, request.path)
+            route, found = self._rt.match(request.method, request.path)
             if route is None:
                 if found:
-                    raise self._not_allowed(f"method {request.method} is not allowed on {request.path}")
-                raise self._not_found(f"no route {request.method} {request.path}: see /docs for the API")
-            call = self._call(
+                    raise self._rt.MethodNotAllowed(
+                        f"method {request.method} is not allowed on {request.path}",
+                        headers={"allow": ", ".join(self._rt.allowed(request.path))},
+                    )
+                raise self._rt.NotFound(f"no route {request.method} {request.path}: see /docs for the API")
+            call = self._rt.Call(
                 params=found,
                 query=dict(request.params or {}),
                 headers={k.lower(): v for k, v in request.headers.items()},
@@ -86,7 +101,7 @@ class LocalTransport:
             )
             reply = self.dataplane.handle(route.op, call)
             status, body, extra = reply.status, reply.body, reply.headers
-        except self._api_error as exc:
+        except self._rt.APIError as exc:
             status, extra = exc.status, {k.lower(): v for k, v in exc.headers.items()}
             body = json.dumps({"error": exc.message, "request_id": request_id}).encode()
             extra.setdefault("content-type", "application/json")

@@ -17,7 +17,7 @@ from pathlib import Path
 ARCHES = {"arm64": "aarch64", "aarch64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
 # The python3.12 runtime is Amazon Linux 2023 (glibc 2.34): any manylinux wheel up to 2_34 runs there.
 LAMBDA_GLIBC_MINOR = 34
-# pyproject's `serve` extra, minus uvicorn (on Lambda, Mangum is the server) and prometheus_client (Lambda
+# pyproject's `serve` extra, minus uvicorn, httptools and uvloop (on Lambda, Mangum is the server) and prometheus_client (Lambda
 # writes CloudWatch EMF lines instead of serving /metrics). boto3 is not bundled either (the Lambda runtime
 # ships it; only s3:// model sources import it, lazily).
 SERVE_REQUIREMENTS = (

@@ -25,9 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_serve_requirements_are_pyprojects_serve_extra_without_uvicorn():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    # uvicorn: Mangum serves on Lambda; prometheus_client: Lambda writes EMF lines, /metrics is off there.
+    # uvicorn (and its httptools, uvloop): Mangum serves on Lambda; prometheus_client: Lambda writes EMF
+    # lines, /metrics is off there.
     names = {re.split(r"[<>=!~;\[ ]", r)[0].lower() for r in extras["serve"]} - {
         "uvicorn",
+        "httptools",
+        "uvloop",
         "prometheus_client",
     }
     base = {

@@ -166,7 +166,15 @@ def test_unknown_things_are_404_and_405(client):
     assert client.get("/v2/models/digits/versions/7").status_code == 404
     assert client.get("/nowhere").status_code == 404
     r = client.get("/predict")
-    assert r.status_code == 405 and "error" in r.json()
+    assert r.status_code == 405 and "error" in r.json() and r.headers["allow"] == "POST"
+    assert client.delete("/v2/health/live").headers["allow"] == "GET, HEAD"
+
+
+def test_head_is_a_get_without_the_body(client):
+    get, head = client.get("/v2/models/digits"), client.head("/v2/models/digits")
+    assert head.status_code == get.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert client.head("/v2/health/live").status_code == 200
 
 
 def test_request_and_idempotency_ids_are_echoed(client, png):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -13,7 +14,7 @@ import pytest
 import requests
 from models import _save, digit_png
 from onnxfn.runtime import ModelMetadata, NotReady, Settings, load_models
-from onnxfn.runtime._batcher import Batcher
+from onnxfn.runtime._batcher import Batcher, Job
 from onnxfn.runtime._dataplane import Call, DataPlane
 from servers import onnxfn_serve
 
@@ -115,25 +116,97 @@ def test_one_bad_request_fails_alone(gather_dir):
         assert data == np.arange(30, dtype=np.float32).reshape(10, 3)[idx].ravel().tolist()
 
 
+def _job(model, x, *, gate=None, ran=None):
+    """A job for ``x`` whose prepare waits for ``gate`` (a slow decode) and whose finish notes it ran."""
+
+    def prepare():
+        if gate is not None:
+            assert gate.wait(10)
+        return {"input": x}, None, None
+
+    def finish(state, results):
+        if ran is not None:
+            ran.append(len(results["probabilities"]))
+        return results["probabilities"]
+
+    return Job(model, prepare, finish)
+
+
 def test_a_request_past_its_deadline_gets_503(digits_dir, digits_data):
-    """The runner waits for a request still on its way (within the delay); the waiting one times out."""
+    """A request queued behind a busy runner times out (thread and event-loop callers), is not run
+    afterwards, and the runner goes on; with nobody else in flight, no waiting for the 5 s delay."""
     _, x_test, _, _ = digits_data
     model = load_models(digits_dir, threads=1).get("digits")
     batcher = Batcher(model, delay_ms=5000, max_rows=8, timeout=0.3)
     x = (x_test[:1, ..., None] * 16).astype(np.float32)
-    with batcher.arrival():  # a request decoding its input: the runner waits for it
-        with batcher.arrival() as second:
-            t0 = time.monotonic()
-            with pytest.raises(NotReady) as err:
-                second.run({"input": x})
-            assert 0.25 < time.monotonic() - t0 < 3
+    gate, ran = threading.Event(), []
+    busy = ThreadPoolExecutor(1).submit(batcher.run, _job(model, x, gate=gate))  # holds the one runner
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    with pytest.raises(NotReady) as err:
+        batcher.run(_job(model, x, ran=ran))
+    assert 0.25 < time.monotonic() - t0 < 3
     assert err.value.status == 503 and err.value.headers == {"retry-after": "1"}
     assert "ONNXFN_REQUEST_TIMEOUT" in err.value.message
-    # Nobody else on the way: the next request runs at once, not after the 5 s delay.
+    with pytest.raises(NotReady):
+        asyncio.run(batcher.submit(_job(model, x, ran=ran)))
+    gate.set()
+    with pytest.raises(NotReady):  # the busy one is past its own deadline too
+        busy.result(5)
     t0 = time.monotonic()
-    out = batcher.run({"input": x})["probabilities"]
-    assert time.monotonic() - t0 < 2.5
+    out = batcher.run(_job(model, x, ran=ran))
+    assert time.monotonic() - t0 < 2.5  # not the 5 s delay: nobody else was in flight
     np.testing.assert_array_equal(out, model.run({"input": x})["probabilities"])
+    assert ran == [1]  # the two that gave up never ran
+
+
+def test_runners_share_a_session_and_run_side_by_side(digits_dir, digits_data):
+    """Two runners over one session: two jobs are prepared at the same time (each waits for the other
+    at a barrier, which one runner alone could never pass) and both get the answer they get alone."""
+    _, x_test, _, _ = digits_data
+    model = load_models(digits_dir, threads=1).get("digits")
+    batcher = Batcher(model, delay_ms=0, max_rows=8, timeout=5, fuse=False, runners=2)
+    barrier = threading.Barrier(2, timeout=5)
+    xs = [(x_test[i : i + 1, ..., None] * 16).astype(np.float32) for i in range(2)]
+
+    def job(x):
+        def prepare():
+            barrier.wait()  # BrokenBarrierError (a failed request) unless both run at once
+            return {"input": x}, None, None
+
+        return Job(model, prepare, lambda state, results: results["probabilities"])
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda x: batcher.run(job(x)), xs))
+    for x, out in zip(xs, outs, strict=True):
+        np.testing.assert_array_equal(out, model.run({"input": x})["probabilities"])
+    assert len(model.sessions) == 1 and batcher.batches == 2
+
+
+def test_a_replaced_model_lets_go_of_its_runners(digits_dir, digits_data):
+    """Hot reload swaps a model: its queue is closed, its runners end and the old sessions can be freed."""
+    import gc
+    import weakref
+
+    _, x_test, _, _ = digits_data
+    plane = _plane(digits_dir)
+    png = digit_png(x_test[0])
+
+    def predict() -> bytes:
+        call = Call(headers={"content-type": "image/png"}, body=png)
+        job = plane.job("predict", call)
+        return asyncio.run(plane.scheduler(job.model).submit(job)).body
+
+    first = predict()
+    old = weakref.ref(plane.repository.get("digits"))
+    plane.repository.replace(load_models(digits_dir, threads=1).models, {})
+    assert predict() == first  # the new model answers (and its queue retires the old one's)
+    assert all(m.sessions is not None and m is not old() for m in plane._batchers)  # retired
+    deadline = time.monotonic() + 10
+    while old() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert old() is None  # no runner, queue or job holds the replaced model
 
 
 def test_instances_are_separate_sessions(digits_dir, digits_data):
@@ -153,10 +226,17 @@ def test_settings_share_the_cores_and_refuse_contradictions(monkeypatch):
 
     monkeypatch.delenv("ONNXFN_THREADS", raising=False)
     cores = default_threads()
-    assert Settings.from_env().threads == cores
-    assert Settings.from_env(workers=2).threads == max(1, cores // 2)
-    assert Settings.from_env(workers=2, instances=2).threads == max(1, cores // 4)
+    # A server: one thread per run, one run per core of this worker's share, at least one per session.
+    served = Settings.from_env()
+    assert (served.threads, served.runners) == (1, cores)
+    assert Settings.from_env(workers=2).runners == max(1, cores // 2)
+    assert Settings.from_env(instances=cores + 1).runners == cores + 1
+    assert Settings.from_env(threads=cores).runners == 1  # all cores per run: one run at a time
     assert Settings.from_env(workers=2, threads=3).threads == 3  # an explicit value wins
+    # One request at a time (Lambda, Client.local): the cores shared out over workers × instances.
+    assert Settings.from_env(offload=False).threads == cores
+    assert Settings.from_env(offload=False, workers=2).threads == max(1, cores // 2)
+    assert Settings.from_env(offload=False, workers=2, instances=2).threads == max(1, cores // 4)
     monkeypatch.setenv("ONNXFN_BATCH_DELAY_MS", "2.5")
     assert Settings.from_env().batch_delay_ms == 2.5 and Settings.from_env().batch_max == 32
     monkeypatch.setenv("ONNXFN_BATCH_DELAY_MS", "soon")

@@ -99,7 +99,7 @@ def test_text_preprocessor_dispatches_on_the_spec():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"tokenizer": "bpe"}, "not supported"),
+        ({"tokenizer": "sentencepiece"}, "not supported"),
         ({"vocab": []}, "non-empty 'vocab'"),
         ({"cls": "<s>"}, "cls token '<s>' is not in the vocabulary"),
         ({"unk": "<unk>"}, "no unknown token"),
