@@ -21,7 +21,7 @@ from starlette.datastructures import QueryParams
 from ._bodies import media_type
 from ._dataplane import Call, DataPlane, Reply
 from ._errors import BadRequest, MethodNotAllowed, NotReady
-from ._routes import ROUTES, Route, match
+from ._routes import ROUTES, Route
 from ._settings import Settings
 
 __all__ = ["Dispatch", "allowed", "run_op"]
@@ -30,7 +30,10 @@ ASGIApp = Any
 
 
 class Dispatch:
-    """Routes of ``_routes.ROUTES`` → :meth:`DataPlane.handle`; everything else → ``fallback``."""
+    """Routes of ``_routes.ROUTES`` → :meth:`DataPlane.handle`; everything else → ``fallback``.
+
+    Runs inside ``RequestMiddleware``, which matches the route (``scope["state"]["route"]``, HEAD as GET)
+    and reads the headers (``scope["state"]["headers"]``) once for both."""
 
     def __init__(self, dataplane: DataPlane, settings: Settings, fallback: ASGIApp) -> None:
         self.dataplane = dataplane
@@ -38,9 +41,9 @@ class Dispatch:
         self.fallback = fallback
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        state = scope.setdefault("state", {})
-        head = scope["method"] == "HEAD"  # a GET without the body
-        route, params = state.get("route") or match("GET" if head else scope["method"], scope["path"])
+        state = scope["state"]  # RequestMiddleware, around this, matched the route and read the headers
+        route, params = state["route"]
+        headers = state["headers"]
         if route is None or not isinstance(params, dict):
             if params:  # an API path with another method
                 raise MethodNotAllowed(
@@ -49,9 +52,6 @@ class Dispatch:
                 )
             await self.fallback(scope, receive, send)
             return
-        headers = state.get("headers")
-        if headers is None:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         call = Call(
             params=params,
             query=QueryParams(scope.get("query_string", b"")),
@@ -70,7 +70,7 @@ class Dispatch:
         finally:
             if call.model:  # also for errors: a loaded model's name (bounded), never a name a client sent
                 state["model"] = call.model
-        await _send_reply(send, reply, head=head)
+        await _send_reply(send, reply, head=scope["method"] == "HEAD")  # HEAD: a GET without the body
 
 
 def allowed(path: str) -> list[str]:

@@ -199,10 +199,8 @@ class DataPlane:
 
     def execute(self, job: Job) -> Reply:
         """Run ``job`` from a thread: through the model's batcher when batching is on, else in place."""
-        if self.settings.batch_delay_ms > 0 and job.model.batchable:
-            answer: Reply = self.scheduler(job.model).run(job)
-            return answer
-        answer = job.execute()
+        fused = self.settings.batch_delay_ms > 0 and job.model.batchable
+        answer: Reply = self.scheduler(job.model).run(job) if fused else job.execute()
         return answer
 
     def scheduler(self, model: Model) -> Batcher:
@@ -298,7 +296,7 @@ def predict_answer(model: Model, scores: np.ndarray, top_k: int | None) -> dict[
 def predict_payload(
     model: Model, instances: list[Any], top_k: int | None, timings: dict[str, float] | None = None
 ) -> dict[str, Any]:
-    """The predict answer for ``instances``, computed in this thread (fuzzing, explanations)."""
+    """The predict answer for ``instances``, computed in this thread (no request around it)."""
     name = model.outputs[0].name
     feeds = predict_feeds(model, instances, timings)
     return predict_answer(model, model.run(feeds, [name])[name], top_k)
