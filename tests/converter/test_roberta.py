@@ -11,7 +11,7 @@ import pytest
 import requests
 from bpe_data import CORPUS, ROBERTA_SPECIAL, TRAIN, train_bpe
 from servers import onnxfn_serve
-from test_text_models import lambda_handler, served_scores
+from test_text_models import fit_briefly, lambda_handler, served_scores
 
 pytestmark = pytest.mark.convert
 
@@ -43,14 +43,7 @@ def roberta(text_corpus, keras_seed):
         max_sequence_length=SEQUENCE_LENGTH,
     )
     model = keras_hub.models.RobertaTextClassifier(backbone, num_classes=4, preprocessor=preprocessor)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x=list(train_texts[:256]), y=train_y[:256], batch_size=32, epochs=1, verbose=0)
-    logits = model.get_layer("logits")  # a few steps leave the logits near 0: spread them out
-    logits.kernel.assign(logits.kernel * 200.0)
-    return model
+    return fit_briefly(model, train_texts, train_y)
 
 
 @pytest.fixture(scope="module")

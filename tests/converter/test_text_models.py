@@ -209,12 +209,20 @@ def bert(text_corpus, keras_seed):
         max_sequence_length=64,
     )
     model = keras_hub.models.BertTextClassifier(backbone, num_classes=len(TOPICS), preprocessor=preprocessor)
+    return fit_briefly(model, train_texts, train_y)
+
+
+def fit_briefly(model, texts, labels):
+    """A keras-hub text classifier after one epoch on 256 texts, its logits spread out (a few steps
+    leave them near 0, where every class ties)."""
+    import keras
+
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(x=list(train_texts[:256]), y=train_y[:256], batch_size=32, epochs=1, verbose=0)
-    logits = model.get_layer("logits")  # a few steps leave the logits near 0: spread them out
+    model.fit(x=list(texts[:256]), y=labels[:256], batch_size=32, epochs=1, verbose=0)
+    logits = model.get_layer("logits")
     logits.kernel.assign(logits.kernel * 200.0)
     return model
 
