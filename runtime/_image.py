@@ -97,6 +97,8 @@ class ImagePreprocessor:
         # (pixel * scale - mean) / std  ==  pixel * a + b, computed once.
         self._a = (scale / std).astype(np.float32)
         self._b = (-mean / std).astype(np.float32)
+        self._uniform = bool(np.all(self._a == self._a[0]) and np.all(self._b == self._b[0]))
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.dtype = dtype
         self.max_pixels = int(max_pixels)
         self.channels = channels
@@ -207,13 +209,38 @@ class ImagePreprocessor:
         if self.dtype == np.uint8:
             out = np.ascontiguousarray(pixels)
         else:
-            out = pixels.astype(np.float32) * self._a + self._b
-            out = out.astype(self.dtype, copy=False)
+            out = self._normalise(pixels).astype(self.dtype, copy=False)
         if self.layout == "NCHW":
             out = np.transpose(out, (2, 0, 1))
         if self.flatten:
             out = out.reshape(-1)
         return out
+
+    def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels * a + b`` per channel in float32, over whole rows.
+
+        (Broadcasting a 3-vector over HWC runs numpy's inner loop 3 elements at a time: 7× slower on a
+        96×96 image than scaling rows of W·C values by the vector tiled W times.)
+        """
+        height, width, channels = pixels.shape
+        out = np.empty((height, width, channels), np.float32)
+        np.copyto(out, pixels)
+        rows = out.reshape(height, width * channels)  # a view: ``out`` is contiguous
+        a, b = self._row_coefficients(width)
+        rows *= a
+        rows += b
+        return out
+
+    def _row_coefficients(self, width: int) -> tuple[Any, Any]:
+        """``a`` and ``b`` for one row of ``width`` pixels: scalars when every channel shares them."""
+        if self._uniform:
+            return self._a[0], self._b[0]
+        cached = self._rows.get(width)
+        if cached is None:
+            if len(self._rows) > 16:  # images of many sizes (size null): keep the cache small
+                self._rows.clear()
+            cached = self._rows[width] = (np.tile(self._a, width), np.tile(self._b, width))
+        return cached
 
     def __call__(self, images: Sequence[bytes | Any]) -> np.ndarray:
         """A batch from encoded images (bytes) or PIL images."""

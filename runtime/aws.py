@@ -106,7 +106,7 @@ def before_snapshot() -> None:
 def after_restore() -> None:
     """SnapStart, in each restored copy: re-seed the random generators the snapshot froze.
 
-    Request ids (``uuid4``) and API keys (``secrets``) read the kernel's entropy on every call and need
+    Request ids (``os.urandom``) and API keys (``secrets``) read the kernel's entropy on every call and need
     nothing; the ``random`` module and numpy's global generator would repeat the same sequence in every
     copy. Nothing in the runtime keeps wall-clock time from the init phase.
     """
