@@ -224,8 +224,10 @@ async def arun_batch(
     adrive: Callable[[Flow[int]], Awaitable[int]],
 ) -> BatchResult:
     """Drive ``run`` over ``xs`` with up to ``concurrency`` requests in flight as asyncio tasks; inputs
-    are read and encoded in a worker thread so that big images never block the event loop."""
+    are read and encoded in a worker thread so that big images never block the event loop (a list of
+    encoded image bytes has nothing to read or encode: it is chunked on the loop, without the hop)."""
     bar = progress_bar(_total(xs)) if progress else None
+    inline = _already_encoded(xs)
     chunks = run.chunks(xs)
     pending: set[asyncio.Task[int]] = set()
     slots = asyncio.Semaphore(concurrency)
@@ -242,7 +244,7 @@ async def arun_batch(
 
     try:
         while not run.failed:
-            chunk = await asyncio.to_thread(next, chunks, None)
+            chunk = next(chunks, None) if inline else await asyncio.to_thread(next, chunks, None)
             if chunk is None:
                 break
             if chunk:
@@ -263,3 +265,8 @@ async def arun_batch(
         if bar is not None:
             bar.close()
     return run.outcome()
+
+
+def _already_encoded(xs: Iterable[Any]) -> bool:
+    """True for a list or tuple of image bytes (or ``Encoded``): chunking them copies no pixels."""
+    return isinstance(xs, (list, tuple)) and all(isinstance(x, (bytes, Encoded)) for x in xs)

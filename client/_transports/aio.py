@@ -52,6 +52,9 @@ class AsyncHTTPTransport:
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self._session: Any = None
+        self._proxy: Any = None
+        self._proxy_auth: Any = None
+        self._netrc_auth: Any = None
 
     def _open(self) -> Any:
         aiohttp = self._aiohttp
@@ -63,12 +66,15 @@ class AsyncHTTPTransport:
         elif not self.verify:
             ssl = False
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=ssl, keepalive_timeout=30)
+        # Proxy and netrc settings from the environment, read once for the base URL: aiohttp's
+        # ``trust_env`` reads them again for every request, in two hops to a worker thread.
+        self._proxy, self._proxy_auth, self._netrc_auth = _from_environment(aiohttp, self.url)
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
             skip_auto_headers=("User-Agent", "Content-Type"),
-            trust_env=True,
+            trust_env=False,
         )
         return self._session
 
@@ -87,9 +93,20 @@ class AsyncHTTPTransport:
         limit = aiohttp.ClientTimeout(
             total=timeout, connect=None if timeout is None else min(self.connect_timeout, timeout)
         )
+        netrc = None  # ~/.netrc credentials when nothing else authenticates (as Client's requests does)
+        if self._netrc_auth is not None and self.auth is None and not _has_authorization(headers):
+            netrc = self._netrc_auth
         try:
             async with session.request(
-                request.method, url, data=request.body, headers=headers, timeout=limit, allow_redirects=True
+                request.method,
+                url,
+                data=request.body,
+                headers=headers,
+                timeout=limit,
+                allow_redirects=True,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
+                auth=netrc,
             ) as r:
                 content = await r.read()
                 return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, content)
@@ -112,6 +129,32 @@ class AsyncHTTPTransport:
 
     def close(self) -> None:
         """Synchronous close is not possible for aiohttp: use ``await aclose()``."""
+
+
+def _has_authorization(headers: dict[str, str]) -> bool:
+    return any(k.lower() == "authorization" for k in headers)
+
+
+def _from_environment(aiohttp: Any, url: str) -> tuple[Any, Any, Any]:
+    """``(proxy, proxy_auth, netrc_auth)`` for ``url`` from ``HTTP(S)_PROXY``/``NO_PROXY`` and ``NETRC``/
+    ``~/.netrc``, as aiohttp's ``trust_env=True`` would find them (and as ``requests`` does for Client)."""
+    from aiohttp import helpers
+    from yarl import URL
+
+    target = URL(url)
+    proxy: Any = None
+    proxy_auth: Any = None
+    try:
+        proxy, proxy_auth = helpers.get_env_proxy_for_url(target)
+    except LookupError:  # no proxy for this URL (none set, or NO_PROXY names it)
+        pass
+    netrc_auth: Any = None
+    if target.host is not None:
+        try:
+            netrc_auth = helpers.basicauth_from_netrc(helpers.netrc_from_env(), target.host)
+        except LookupError:
+            pass
+    return proxy, proxy_auth, netrc_auth
 
 
 def _reason(exc: BaseException) -> str:
