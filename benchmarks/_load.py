@@ -216,9 +216,15 @@ class Target:
 
 
 def interleaved(
-    targets: dict[str, Target], clients: int, seconds: float, rounds: int = 3, warmup: float = 1.0
+    targets: dict[str, Target],
+    clients: int,
+    seconds: float,
+    rounds: int = 3,
+    warmup: float = 1.0,
+    between: Callable[[], None] | None = None,
 ) -> dict[str, LoadResult]:
-    """Each target in turn, ``rounds`` windows of ``seconds / rounds`` each (ABCABC…), merged per target.
+    """Each target in turn, ``rounds`` windows of ``seconds / rounds`` each (ABCABC…), merged per target;
+    ``between()`` runs after each round (an in-process measurement taken under the same drift).
 
     On a shared machine the background load drifts; alternating short windows spreads the drift over
     every target instead of handing it to whichever ran last.
@@ -232,6 +238,8 @@ def interleaved(
                 load(t.url, "/predict", t.bodies, clients, seconds / rounds, server_pid=t.pid,
                      content_type=t.content_type)
             )  # fmt: skip
+        if between is not None:
+            between()
     return {
         name: LoadResult(
             clients,

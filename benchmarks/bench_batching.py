@@ -3,8 +3,8 @@
 Two models at 96×96 (``_mobilenet.py``): MobileNetV2 (the issue's) and EfficientNetB0, served by ``onnxfn
 serve``; clients POST distinct 96×96 PNGs on kept-alive connections (``_load.py``). For each configuration:
 requests/s, p50/p99, and the server's CPU per request (``/proc/<pid>/stat``) against ``session.run``'s own
-CPU per image (measured in-process with the same session options), because on a shared machine CPU time is
-stable and wall time is not.
+CPU per image (measured in-process with the same session options, between the load windows), because on a
+shared machine CPU time is steadier than wall time (though not steady: both drift with the neighbours).
 
 Layouts (threads per run × runs side by side): the default (1 thread per run, a run per core, one session
 shared), ``--threads <cores>`` (one run at a time on every core) and ``--instances <cores>`` (a session per
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,25 +42,37 @@ LAYOUTS = {  # name → extra `onnxfn serve` flags
 }
 
 
-def run_cpu_per_image(folder: Path, threads: int = 1) -> dict[str, float]:
-    """CPU ms per image of ``session.run`` alone (batch 1, 8 and 32), with the runtime's session options."""
-    import numpy as np
-    from onnxfn.runtime import load_models
+class SessionCost:
+    """CPU ms per image of ``session.run`` alone (batch 1, 8 and 32), with the runtime's session options.
 
-    model = next(iter(load_models(folder, threads=threads).models.values()))
-    x = model.prepare(pngs(32))
-    name = model.inputs[0].name
-    out = {}
-    for batch in (1, 8, 32):
-        feeds = {name: np.ascontiguousarray(x[:batch])}
-        for _ in range(3):
-            model.session.run(None, feeds)
-        n = max(4, 200 // batch)
-        c0 = time.process_time()
-        for _ in range(n):
-            model.session.run(None, feeds)
-        out[f"batch{batch}"] = (time.process_time() - c0) * 1000 / (n * batch)
-    return out
+    Sampled between the load windows (``sample``) and reported as medians, so that the ratio of the
+    server's CPU per request to it compares figures taken under the same background load.
+    """
+
+    def __init__(self, folder: Path, threads: int = 1) -> None:
+        import numpy as np
+        from onnxfn.runtime import load_models
+
+        self.model = next(iter(load_models(folder, threads=threads).models.values()))
+        x = self.model.prepare(pngs(32))
+        name = self.model.inputs[0].name
+        self.feeds = {batch: {name: np.ascontiguousarray(x[:batch])} for batch in (1, 8, 32)}
+        self.samples: list[dict[str, float]] = []
+
+    def sample(self) -> None:
+        out = {}
+        for batch, feeds in self.feeds.items():
+            for _ in range(3):
+                self.model.session.run(None, feeds)
+            n = max(4, 200 // batch)
+            c0 = time.process_time()
+            for _ in range(n):
+                self.model.session.run(None, feeds)
+            out[f"batch{batch}"] = (time.process_time() - c0) * 1000 / (n * batch)
+        self.samples.append(out)
+
+    def medians(self) -> dict[str, float]:
+        return {key: statistics.median(s[key] for s in self.samples) for key in self.samples[0]}
 
 
 def start(folder: Path, *, delay_ms: float, flags: list[str]) -> tuple[Target, object]:
@@ -79,7 +92,8 @@ def start(folder: Path, *, delay_ms: float, flags: list[str]) -> tuple[Target, o
 def measure(arch: str) -> tuple[dict[str, dict], dict[str, float]]:
     """Every layout × batching off/on at 32 clients, then the default at 1 client."""
     folder = model_dir(arch)
-    per_image = run_cpu_per_image(folder)
+    cost = SessionCost(folder)
+    cost.sample()
     targets, procs = {}, []
     results: dict[str, dict] = {}
     try:
@@ -88,7 +102,7 @@ def measure(arch: str) -> tuple[dict[str, dict], dict[str, float]]:
                 target, proc = start(folder, delay_ms=delay, flags=flags)
                 targets[f"{name}, batching {'on' if delay else 'off'}"] = target
                 procs.append(proc)
-        for key, r in interleaved(targets, 32, SECONDS * len(targets) / 2).items():
+        for key, r in interleaved(targets, 32, SECONDS * len(targets) / 2, between=cost.sample).items():
             results[f"32 clients, {key}"] = r.summary()
             print(arch, f"32 clients, {key}", r.summary(), flush=True)
         pair = {k: t for k, t in targets.items() if k.startswith("default")}
@@ -98,7 +112,7 @@ def measure(arch: str) -> tuple[dict[str, dict], dict[str, float]]:
     finally:
         for proc in procs:
             stop(proc)
-    return results, per_image
+    return results, cost.medians()
 
 
 def run() -> list[dict]:
