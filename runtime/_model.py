@@ -276,6 +276,8 @@ class Model:
         if scores.ndim == 1:
             scores = scores[:, None]
         scores = scores.reshape(scores.shape[0], -1)
+        if scores.dtype.kind != "f":  # integer (e.g. uint8 quantized) scores: negating them would wrap
+            scores = scores.astype(np.float64)
         classes = scores.shape[1]
         if classes == 1:  # a sigmoid binary classifier: p(class 1)
             p = scores[:, 0].astype(np.float64)
