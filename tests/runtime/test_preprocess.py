@@ -278,3 +278,30 @@ def test_each_input_gets_its_own_preprocessing_through_the_data_plane(tmp_path):
         ]:
             with pytest.raises(BadRequestError, match=re.escape(fragment)):
                 client.predict(instance)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"size": None, "scale": 1 / 127.5, "mean": 1.0},  # one scale and offset for every channel
+        {"size": None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},  # per channel
+        {"size": None, "color": "BGR", "scale": 1.0, "mean": [103.9, 116.8, 123.7]},
+        {"size": None, "color": "L", "scale": 1 / 255, "mean": 0.5},
+        {"size": None, "layout": "NCHW", "mean": [1.0, 2.0, 3.0], "std": [2.0, 3.0, 4.0]},
+    ],
+)
+def test_normalisation_is_pixel_times_a_plus_b_per_channel(spec):
+    # Rows are scaled by the per-channel vector tiled along the row (fast); the values must be exactly
+    # the per-pixel formula, for every width (the tiled vectors are cached per width).
+    pre = ImagePreprocessor(spec)
+    rng = np.random.default_rng(7)
+    for height, width in [(5, 7), (9, 7), (3, 31), (96, 96)] * 6 + [(2, w) for w in range(1, 30)]:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).convert(pre.mode)
+        got = pre.array(image)
+        raw = np.asarray(image, dtype=np.uint8).reshape(height, width, -1)
+        raw = raw[:, :, ::-1] if pre.color == "BGR" else raw
+        expected = raw.astype(np.float32) * pre._a + pre._b
+        expected = expected.transpose(2, 0, 1) if pre.layout == "NCHW" else expected
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
