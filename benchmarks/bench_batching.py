@@ -22,8 +22,10 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from _load import Target, first_answer_s, interleaved, stop
 from _mobilenet import model_dir, pngs
@@ -69,7 +71,27 @@ class SessionCost:
             for _ in range(n):
                 self.model.session.run(None, feeds)
             out[f"batch{batch}"] = (time.process_time() - c0) * 1000 / (n * batch)
+        out["batch1_side_by_side"] = self._side_by_side(self.feeds[1], 200)
         self.samples.append(out)
+
+    def _side_by_side(self, feeds: dict[str, Any], n: int) -> float:
+        """CPU ms per image of batch-1 runs made the way the server makes them: one per core at once,
+        over one session (each thread's own CPU time), so both sides of the ratio share the contention
+        of two runs for the memory system."""
+        per_thread: list[float] = []
+
+        def work() -> None:
+            c0 = time.thread_time()
+            for _ in range(n):
+                self.model.session.run(None, feeds)
+            per_thread.append((time.thread_time() - c0) * 1000 / n)
+
+        threads = [threading.Thread(target=work) for _ in range(CORES)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return statistics.mean(per_thread)
 
     def medians(self) -> dict[str, float]:
         return {key: statistics.median(s[key] for s in self.samples) for key in self.samples[0]}
@@ -127,7 +149,8 @@ def run() -> list[dict]:
         )
         gain = on["rps"] / off["rps"]
         cpu_gain = off["server_cpu_ms_per_request"] / on["server_cpu_ms_per_request"]
-        ratio_cpu = on["server_cpu_ms_per_request"] / per_image["batch1"]
+        floor = per_image["batch1_side_by_side"]  # inference alone, run as the server runs it
+        ratio_cpu = on["server_cpu_ms_per_request"] / floor
         label = f"{arch} 96×96"
         rows += [
             row("batching", f"{label}, 32 clients (PNGs), default layout: req/s batching on ({DELAY_MS:g} ms) vs off "
@@ -137,7 +160,8 @@ def run() -> list[dict]:
             row("batching", f"{label}, 32 clients: p99 batching on vs off (ms)", on["p99_ms"], off["p99_ms"],
                 round(on["p99_ms"] / off["p99_ms"], 2), "no worse (≤ 1×)", on["p99_ms"] <= off["p99_ms"], "ms"),
             row("batching", f"{label}, 32 clients, batching on: server CPU per request vs session.run CPU per "
-                f"image (batch 1)", on["server_cpu_ms_per_request"], round(per_image["batch1"], 3),
+                f"image (batch 1, {CORES} runs side by side as in the server; one run alone: "
+                f"{per_image['batch1']:.3f} ms)", on["server_cpu_ms_per_request"], round(floor, 3),
                 round(ratio_cpu, 2), "≤ 1.5×", ratio_cpu <= 1.5, "ms"),
             row("batching", f"{label}, 1 client: p50 batching on vs off (ms); target off + {DELAY_MS:g} ms",
                 one_on["p50_ms"], one_off["p50_ms"], round(one_on["p50_ms"] / one_off["p50_ms"], 2),
@@ -177,8 +201,9 @@ def write(everything: dict[str, dict]) -> None:
             f"## {arch}",
             "",
             f"`session.run` alone, one thread: {per_image['batch1']:.2f} ms CPU per image at batch 1, "
-            f"{per_image['batch8']:.2f} at batch 8, {per_image['batch32']:.2f} at batch 32 (the server's CPU per "
-            f"request, batching off at 32 clients: {off['server_cpu_ms_per_request']} ms).",
+            f"{per_image['batch8']:.2f} at batch 8, {per_image['batch32']:.2f} at batch 32; at batch 1 with "
+            f"{CORES} runs side by side, as the server runs them: {per_image['batch1_side_by_side']:.2f} (the "
+            f"server's CPU per request, batching off at 32 clients: {off['server_cpu_ms_per_request']} ms).",
             "",
             "| run | req/s | p50 ms | p99 ms | server CPU ms/request | errors |",
             "|---|---|---|---|---|---|",
