@@ -55,11 +55,8 @@ class ImageInput:
         assert isinstance(pre, ImagePreprocessor)
         self.pre = pre
         self.image = pre.load(data)  # decoded, upright, model size: BadRequest exactly as for predict
-        pixels = np.asarray(self.image, dtype=np.uint8)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
         self.integer = pre.dtype == np.uint8
-        self.hwc = pixels.astype(np.float32) if self.integer else pixels.astype(np.float32) * pre._a + pre._b
+        self.hwc = pre.hwc(self.image).astype(np.float32, copy=False)  # the model's channel order and units
         self.height, self.width = self.hwc.shape[:2]
 
     def tensor(self, masks: np.ndarray) -> np.ndarray:

@@ -198,18 +198,21 @@ class ImagePreprocessor:
         canvas.paste(image, ((width - new[0]) // 2, (height - new[1]) // 2))
         return canvas
 
-    def array(self, image: Any) -> np.ndarray:
-        """One image as an HWC/CHW float tensor (no batch axis)."""
+    def hwc(self, image: Any) -> np.ndarray:
+        """One image as H×W×C in the model's channel order: ``pixel * a + b`` in float32, or the pixels
+        themselves (uint8) for a model that takes them raw."""
         pixels = np.asarray(image, dtype=np.uint8)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         if self.color == "BGR":
             pixels = pixels[:, :, ::-1]
-        out: np.ndarray
         if self.dtype == np.uint8:
-            out = np.ascontiguousarray(pixels)
-        else:
-            out = self._normalise(pixels).astype(self.dtype, copy=False)
+            return np.ascontiguousarray(pixels)
+        return self._normalise(pixels)
+
+    def array(self, image: Any) -> np.ndarray:
+        """One image as an HWC/CHW tensor of the model's dtype (no batch axis)."""
+        out = self.hwc(image).astype(self.dtype, copy=False)
         if self.layout == "NCHW":
             out = np.transpose(out, (2, 0, 1))
         if self.flatten:

@@ -396,3 +396,48 @@ def test_client_and_cli_explain_over_http(model_dir, patch_png, tmp_path):
         assert "bright" in done.stdout and out.read_bytes().startswith(b"\x89PNG")
         done = subprocess.run([*cli[:-1], "wrong"], capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and "invalid API key" in done.stderr
+
+
+def _passthrough_image_model(path, *, layout: str, color: str, integer: bool, flatten: bool):
+    """A 16×16 image model whose output is its input flattened: any preprocessing is visible."""
+    from onnx import TensorProto, helper
+
+    shape = {"NHWC": ["batch", 16, 16, 3], "NCHW": ["batch", 3, 16, 16]}[layout]
+    shape = ["batch", 768] if flatten else shape
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["scores"], axis=1)],
+        "passthrough",
+        [helper.make_tensor_value_info("input", TensorProto.UINT8 if integer else TensorProto.FLOAT, shape)],
+        [
+            helper.make_tensor_value_info(
+                "scores", TensorProto.UINT8 if integer else TensorProto.FLOAT, ["batch", 768]
+            )
+        ],
+    )
+    preprocess = {"size": [16, 16], "layout": layout, "color": color, "flatten": flatten}
+    if not integer:  # distinct per-channel units, so that a channel in the wrong order shows
+        preprocess |= {"scale": 1.0, "mean": [10.0, 20.0, 30.0], "std": [1.0, 2.0, 4.0]}
+    return _save(graph, ModelMetadata(task="image-classification", preprocess=preprocess), path)
+
+
+@pytest.mark.parametrize(
+    "layout, color, integer, flatten",
+    [
+        ("NHWC", "RGB", False, False),
+        ("NHWC", "BGR", False, False),  # Caffe-style models: explanations once fed them RGB
+        ("NCHW", "BGR", False, False),
+        ("NHWC", "RGB", True, False),
+        ("NHWC", "BGR", False, True),
+    ],
+)
+def test_an_unmasked_explanation_input_is_the_predict_input(tmp_path, layout, color, integer, flatten):
+    from onnxfn.runtime import load_models
+    from onnxfn.runtime._attribution import ImageInput
+
+    _passthrough_image_model(
+        tmp_path / "m.onnx", layout=layout, color=color, integer=integer, flatten=flatten
+    )
+    model = load_models(tmp_path).models["m"]
+    png = _png(np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    unmasked = ImageInput(model, png).tensor(np.ones((1, 16, 16), np.float32))
+    np.testing.assert_array_equal(unmasked, model.prepare([png]))
