@@ -68,7 +68,7 @@ class AsyncHTTPTransport:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=ssl, keepalive_timeout=30)
         # Proxy and netrc settings from the environment, read once for the base URL: aiohttp's
         # ``trust_env`` reads them again for every request, in two hops to a worker thread.
-        self._proxy, self._proxy_auth, self._netrc_auth = _from_environment(aiohttp, self.url)
+        self._proxy, self._proxy_auth, self._netrc_auth = _from_environment(self.url)
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -135,7 +135,7 @@ def _has_authorization(headers: dict[str, str]) -> bool:
     return any(k.lower() == "authorization" for k in headers)
 
 
-def _from_environment(aiohttp: Any, url: str) -> tuple[Any, Any, Any]:
+def _from_environment(url: str) -> tuple[Any, Any, Any]:
     """``(proxy, proxy_auth, netrc_auth)`` for ``url`` from ``HTTP(S)_PROXY``/``NO_PROXY`` and ``NETRC``/
     ``~/.netrc``, as aiohttp's ``trust_env=True`` would find them (and as ``requests`` does for Client)."""
     from aiohttp import helpers
