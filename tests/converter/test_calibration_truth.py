@@ -172,12 +172,16 @@ def test_auto_makes_the_same_choice_three_runs_in_a_row(cnn_1_255, raw_digits, t
     x_train, x_test, _, y_test = raw_digits
     choices, reports = [], []
     for i in range(3):
+        # The limit sits between the variants: fp16 runs at 1.02–1.09× fp32 on this model and static int8
+        # at 1.3–1.7× (2-core x86 host). At the default 1.1 fp16 sits within noise of the limit, and on a
+        # loaded host one run in many found it slower: a check on the host's load, not on the procedure.
         report = quantize(
             cnn_1_255,
             tmp_path / f"auto{i}.onnx",
             mode="auto",
             calibration=x_train[:200],
             eval_data=(x_test, y_test),
+            max_latency_ratio=1.2,
             progress=False,
         )
         choices.append(report.chosen)
@@ -188,4 +192,7 @@ def test_auto_makes_the_same_choice_three_runs_in_a_row(cnn_1_255, raw_digits, t
         if v.status != "failed":
             low, median, high = v.latency_ratio[32]
             assert low <= median <= high
-    assert "latency is <= 1.10x fp32" in report.table()
+    assert "latency is <= 1.20x fp32" in report.table()  # the limit it was given
+    import inspect
+
+    assert inspect.signature(quantize).parameters["max_latency_ratio"].default == 1.1  # the default stays
